@@ -1,0 +1,21 @@
+"""mscalednn: multi-scale deep neural networks for PDEs, and the Frequency Principle measured.
+
+Public API::
+
+    from mscalednn import MscaleDNN, MLP, PoissonProblem, TrainConfig, solve, load_problem, load_model
+"""
+
+__version__ = "0.1.0"
+
+from .config import ModelConfig, RunConfig, TrainConfig, load_problem, load_run_config
+from .errors import ConfigError, ExpressionError, MscaleError
+from .expr import parse_expression
+from .nn import MLP, MscaleDNN, count_parameters
+from .outputs import load_model
+from .problem import PoissonProblem
+from .train import SolveResult, seed_everything, solve
+
+__all__ = ["ConfigError", "ExpressionError", "MLP", "ModelConfig", "MscaleDNN", "MscaleError",
+           "PoissonProblem", "RunConfig", "SolveResult", "TrainConfig", "__version__",
+           "count_parameters", "load_model", "load_problem", "load_run_config", "parse_expression",
+           "seed_everything", "solve"]

@@ -1,0 +1,93 @@
+"""The ``mscale`` command line: turns files and flags into objects and calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import MscaleError
+
+DEFAULT_MODEL = Path("configs/mscale.yaml")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2, like every other bad input
+        print(f"mscale: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="mscale", description="Multi-scale deep neural networks for PDEs.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    s = sub.add_parser("solve", help="train a network on a problem file and report its errors",
+                       description="Train a network on the Poisson problem in FILE; write metrics, "
+                                   "history, checkpoint and plots into a new run directory.")
+    s.add_argument("problem", metavar="FILE", help="problem YAML file (see problems/)")
+    s.add_argument("--model", metavar="CFG", default=None,
+                   help=f"model/training config YAML (default: {DEFAULT_MODEL} if present, else built-in defaults)")
+    s.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override a config value, e.g. --set train.steps=2000 (repeatable)")
+    s.add_argument("--seed", type=int, default=None, help="random seed (same as --set train.seed=N)")
+    s.add_argument("--out", metavar="DIR", default=None, help="run directory to create (default: runs/NAME-TIME)")
+    s.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return p
+
+
+def cmd_solve(args) -> int:
+    from .config import load_problem, load_run_config
+    from .nn import count_parameters
+    from .outputs import environment, new_run_dir, save_checkpoint, write_history, write_json, write_yaml
+    from .plots import plot_history, plot_solution
+    from .train import seed_everything, solve
+
+    model_file = args.model if args.model is not None else (DEFAULT_MODEL if DEFAULT_MODEL.exists() else None)
+    problem, problem_spec = load_problem(args.problem)
+    run = load_run_config(model_file, args.overrides, args.seed)
+    stem = f"{Path(args.problem).stem}-{Path(model_file).stem if model_file else run.model.kind}"
+    out = new_run_dir(args.out, stem)
+    seed_everything(run.train.seed)
+    model = run.model.build(problem.dim)
+    params = count_parameters(model)
+    write_yaml(out / "config.yaml", {"problem": problem_spec, **run.to_dict(),
+                                     "source": {"problem": args.problem, "model": model_file}})
+    print(f"mscale: {problem.name} (d={problem.dim}) with {run.model.kind} ({params} parameters), "
+          f"{run.train.loss} loss, up to {run.train.steps} steps"
+          + (f" or {run.train.time_limit:g} s" if run.train.time_limit else "") + f" -> {out}", file=sys.stderr)
+
+    def save(state):
+        save_checkpoint(out / "model.pt", state.model, run.model, problem.dim, {"step": state.step})
+        write_history(out / "history.csv", state.history)
+
+    result = solve(problem, model, run.train, hooks=[save])
+    save(type("S", (), {"model": result.model, "step": result.metrics["steps"], "history": result.history})())
+    metrics = {**result.metrics, "params": params, "problem": problem.name, "model": run.model.kind,
+               "versions": environment(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json(out / "metrics.json", metrics)
+    plot_history(result.history, out / "loss_error.png")
+    plot_solution(problem, result.model, out / "solution.png")
+    m = metrics
+    print(f"done: rel L2 {m['rel_l2']:.3e}, rel max {m['rel_max']:.3e}, rel H1 {m['rel_h1']:.3e} "
+          f"after {m['steps']} steps in {m['wall_time_s']:.1f} s ({m['steps_per_s']:.1f} steps/s, "
+          f"{params} parameters)\noutputs: {out}/ (metrics.json, history.csv, model.pt, *.png, config.yaml)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"solve": cmd_solve}[args.command](args)
+    except MscaleError as exc:
+        if args.debug:
+            raise
+        print(f"mscale: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mscale: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""The YAML boundary: problem files and model/training configs, strictly validated.
+
+A problem file::
+
+    name: poisson10d
+    description: ...
+    dim: 10
+    domain: [0, 1]            # the same interval on every axis, or {lo: [...], hi: [...]}
+    params: {k: 10}           # optional named constants for the expression
+    exact: "sum(sin(pi*x) + 0.1*sin(k*pi*x))"
+
+A model/training config::
+
+    model: {kind: mscale, variant: first_layer, scales: "geometric:6", width: 120, ...}
+    train: {loss: ritz, steps: 20000, lr: 1.0e-3, ...}
+
+Every error is a :class:`~mscalednn.errors.ConfigError` naming the file, the key path, the
+expected form and the value received.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+
+from .errors import ConfigError, ExpressionError, MscaleError
+from .expr import parse_expression
+from .nn import MLP, MscaleDNN
+from .problem import PoissonProblem
+from .validate import Range, build_dataclass, check_keys, check_kwargs, check_value
+
+MODELS = {"mscale": MscaleDNN, "mlp": MLP}
+Positive = Annotated[float, Range(0.0, lo_open=True)]
+Count = Annotated[int, Range(1)]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (the ``train:`` section). See README, "Configs", for each key."""
+
+    loss: Literal["ritz", "residual"] = "ritz"
+    steps: Count = 20000
+    time_limit: Positive | None = None
+    lr: Positive = 1e-3
+    lr_schedule: Literal["exponential", "step", "cosine", "constant"] = "exponential"
+    lr_final: Annotated[float, Range(0.0, 1.0, lo_open=True)] = 0.1
+    lr_drops: Count = 3
+    beta: Annotated[float, Range(0.0)] = 1000.0
+    beta_schedule: Literal["fixed", "staged"] = "fixed"
+    n_interior: Count = 2000
+    n_boundary: Count = 1000
+    resample_every: Count = 1
+    sampler: Literal["uniform", "sobol"] = "uniform"
+    eval_every: Count = 500
+    n_test: Annotated[int, Range(100)] = 10000
+    seed: Annotated[int, Range(0)] = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    operator: Literal["auto", "autograd"] = "auto"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ``model:`` section: a registry ``kind`` and the constructor's keyword arguments."""
+
+    kind: Literal["mscale", "mlp"] = "mscale"
+    options: dict = field(default_factory=dict)
+
+    def build(self, in_dim: int):
+        """A new network for inputs of dimension ``in_dim``."""
+        return MODELS[self.kind](in_dim=in_dim, **self.options)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **{k: list(v) if isinstance(v, tuple) else v
+                                      for k, v in self.options.items()}}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A model and its training settings, as read from a config file (plus overrides)."""
+
+    model: ModelConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict:
+        return {"model": self.model.to_dict(), "train": dataclasses.asdict(self.train)}
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe YAML loader that rejects duplicate keys."""
+
+
+def _mapping_no_duplicates(loader, node, deep=False):
+    keys = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in keys:
+            raise ConfigError("", f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
+        keys.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_no_duplicates)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The top-level mapping of a YAML file; every failure is a ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("", "file not found", source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("", f"cannot read file ({exc.__class__.__name__}: {exc})", source=str(path)) from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except ConfigError as exc:
+        raise exc.with_source(str(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError("", f"malformed YAML{where}: {problem}", source=str(path)) from None
+    except (RecursionError, ValueError, TypeError) as exc:
+        raise ConfigError("", f"malformed YAML: {exc.__class__.__name__}", source=str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("", "expected a mapping of keys to values at the top level", data, source=str(path))
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """A copy of ``data`` with ``KEY.PATH=VALUE`` overrides applied (VALUE parsed as YAML)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError("--set", "expected KEY.PATH=VALUE, e.g. train.steps=2000", item)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(key, "cannot set a key inside a non-mapping value", item)
+        node[parts[-1]] = value
+    return data
+
+
+def build_run_config(data: dict) -> RunConfig:
+    """A validated RunConfig from a mapping with ``model`` and ``train`` sections."""
+    data = check_keys(data, ["model", "train"], "")
+    model = dict(check_keys(data.get("model") or {}, ["kind", *_all_model_keys()], "model"))
+    kind = check_value(model.pop("kind", "mscale"), Literal["mscale", "mlp"], "model.kind")
+    options = check_kwargs(MODELS[kind], model, "model", skip=("in_dim",))
+    try:  # constructor checks (ranges, scales) run once here, at the boundary
+        MODELS[kind](in_dim=1, **options)
+    except ConfigError as exc:
+        raise ConfigError(f"model.{exc.path}", exc.expected, exc.got, hint=exc.hint) from None
+    return RunConfig(ModelConfig(kind, options), build_dataclass(TrainConfig, data.get("train"), "train"))
+
+
+def _all_model_keys() -> list[str]:
+    import inspect
+    return sorted({n for cls in MODELS.values() for n in inspect.signature(cls).parameters} - {"self", "in_dim"})
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] = (), seed: int | None = None) -> RunConfig:
+    """Read a model/training config file (or defaults when ``path`` is None) with overrides."""
+    data = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "defaults"
+    try:
+        data = apply_overrides(data, list(overrides) + ([f"train.seed={seed}"] if seed is not None else []))
+        return build_run_config(data)
+    except ConfigError as exc:
+        raise exc.with_source(source) from None
+
+
+@dataclass(frozen=True)
+class ProblemSpec:
+    """A problem file's content, validated; :meth:`build` makes the PoissonProblem."""
+
+    dim: Count
+    exact: str | float
+    domain: Any = (0.0, 1.0)
+    name: str = "problem"
+    description: str = ""
+    params: dict = field(default_factory=dict)
+
+    def build(self) -> PoissonProblem:
+        lo, hi = _domain(self.domain, self.dim)
+        try:
+            u = parse_expression(self.exact, self.dim, self.params)
+        except ExpressionError as exc:
+            raise ConfigError("exact", f"bad expression: {exc}") from None
+        try:
+            return PoissonProblem(u, lo, hi, self.name, self.description)
+        except ValueError as exc:
+            raise ConfigError("domain", str(exc)) from None
+
+
+def _domain(value: Any, dim: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if isinstance(value, dict):
+        value = check_keys(value, ["lo", "hi"], "domain", required=["lo", "hi"])
+        lo, hi = (check_value(value[k], tuple[float, ...], f"domain.{k}") for k in ("lo", "hi"))
+        for k, v in (("lo", lo), ("hi", hi)):
+            if len(v) != dim:
+                raise ConfigError(f"domain.{k}", f"expected a list of {dim} numbers (dim is {dim})", list(v))
+    else:
+        a, b = check_value(value, tuple[float, float], "domain")
+        lo, hi = (a,) * dim, (b,) * dim
+    if any(x >= y for x, y in zip(lo, hi)):
+        raise ConfigError("domain", "expected lo < hi on every axis", {"lo": list(lo), "hi": list(hi)})
+    return lo, hi
+
+
+def load_problem(path: str | Path) -> tuple[PoissonProblem, dict]:
+    """The problem stated in a YAML file, and the file's validated content (for the record)."""
+    data = read_yaml(path)
+    try:
+        spec = build_dataclass(ProblemSpec, data, "")
+        if spec.dim > 10000:
+            raise ConfigError("dim", "expected an integer between 1 and 10000", spec.dim)
+        problem = spec.build()
+    except MscaleError as exc:
+        if isinstance(exc, ConfigError):
+            raise exc.with_source(str(path)) from None
+        raise ConfigError("", str(exc), source=str(path)) from None
+    return problem, dataclasses.asdict(spec)

@@ -1,0 +1,38 @@
+"""Derivatives of a network u(x) with respect to its input, by automatic differentiation.
+
+``nested autograd``: grad u by one reverse pass, then one more reverse pass per input dimension
+for the diagonal of the Hessian (the peers' method); exact, and kept as the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Field = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _scalar(fn: Field, x: torch.Tensor) -> torch.Tensor:
+    u = fn(x)
+    return u.squeeze(-1) if u.dim() == 2 else u
+
+
+def value_and_grad(fn: Field, x: torch.Tensor, create_graph: bool = True):
+    """u(x) [N] and grad u(x) [N, d]."""
+    x = x.detach().requires_grad_(True)
+    u = _scalar(fn, x)
+    (g,) = torch.autograd.grad(u.sum(), x, create_graph=create_graph)
+    return u, g
+
+
+def value_grad_laplacian(fn: Field, x: torch.Tensor, create_graph: bool = True):
+    """u(x) [N], grad u(x) [N, d] and Laplace u(x) = sum_i d^2u/dx_i^2 [N], by nested autograd."""
+    x = x.detach().requires_grad_(True)
+    u = _scalar(fn, x)
+    (g,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+    lap = torch.zeros_like(u)
+    for i in range(x.shape[1]):
+        (h,) = torch.autograd.grad(g[:, i].sum(), x, create_graph=create_graph, retain_graph=True)
+        lap = lap + h[:, i]
+    return u, g, lap

@@ -1,0 +1,398 @@
+"""Safe arithmetic expressions of a point ``x`` in d dimensions, evaluated with torch.
+
+A problem file states its exact solution as a string such as
+``sum(sin(pi*x) + 0.1*sin(10*pi*x))``. :func:`parse_expression` turns it into an
+:class:`Expression`, a callable mapping ``x`` of shape ``[N, d]`` to a tensor of shape ``[N]``
+built only from torch operations, so autograd can differentiate it exactly.
+
+User text is never executed: it is parsed with :func:`ast.parse`, every node is checked
+against a whitelist, and the tree is compiled into small closures. Values are either
+scalars (one number per point, or a constant) or vectors (a row per point, of a length known
+at parse time). All checks happen at parse time; a bad expression raises
+:class:`~mscalednn.errors.ExpressionError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import keyword
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+
+from .errors import ExpressionError
+
+NAMES: tuple[str, ...] = ("x", "i", "d", "pi", "e")
+ELEMENTWISE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sin": torch.sin, "cos": torch.cos, "tan": torch.tan, "exp": torch.exp, "log": torch.log,
+    "sqrt": torch.sqrt, "tanh": torch.tanh, "sinh": torch.sinh, "cosh": torch.cosh,
+    "abs": torch.abs, "atan": torch.atan,
+}
+REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sum": lambda v: v.sum(dim=1), "prod": lambda v: v.prod(dim=1),
+    "mean": lambda v: v.mean(dim=1), "norm": lambda v: torch.linalg.vector_norm(v, dim=1),
+    "min": lambda v: torch.amin(v, dim=1), "max": lambda v: torch.amax(v, dim=1),
+}
+FUNCTIONS: tuple[str, ...] = (*ELEMENTWISE, *REDUCTIONS, "dot", "roll")
+
+MAX_TEXT = 10_000
+MAX_NODES = 2_000
+MAX_DEPTH = 100
+MAX_LITERAL = 1e12
+MAX_EXPONENT = 64
+
+_BINOPS: dict[type, tuple[str, Callable]] = {
+    ast.Add: ("+", lambda a, b: a + b), ast.Sub: ("-", lambda a, b: a - b),
+    ast.Mult: ("*", lambda a, b: a * b), ast.Div: ("/", lambda a, b: a / b),
+}
+_OP_SYMBOLS = {ast.Mod: "%", ast.FloorDiv: "//", ast.MatMult: "@", ast.LShift: "<<",
+               ast.RShift: ">>", ast.BitOr: "|", ast.BitAnd: "&", ast.BitXor: "^",
+               ast.Not: "not", ast.Invert: "~"}
+_FORBIDDEN = {
+    ast.Lambda: "lambda expressions", ast.ListComp: "comprehensions", ast.SetComp: "comprehensions",
+    ast.DictComp: "comprehensions", ast.GeneratorExp: "generator expressions",
+    ast.Compare: "comparisons", ast.BoolOp: "boolean operators (and/or)",
+    ast.IfExp: "if-expressions", ast.JoinedStr: "f-strings", ast.FormattedValue: "f-strings",
+    ast.List: "list literals", ast.Tuple: "tuples", ast.Dict: "dict literals",
+    ast.Set: "set literals", ast.Starred: "starred arguments (*)",
+    ast.NamedExpr: "assignment expressions (:=)", ast.Await: "await expressions",
+    ast.Yield: "yield expressions", ast.YieldFrom: "yield expressions",
+    ast.Slice: "slices outside of indexing",
+}
+
+
+@dataclass(frozen=True)
+class _Node:
+    """A compiled sub-expression: ``size`` is None for a scalar, else the vector length.
+
+    A constant scalar has ``fn`` None and its value in ``const``.
+    """
+
+    fn: Callable[[torch.Tensor], torch.Tensor] | None
+    size: int | None = None
+    const: float = 0.0
+
+
+class Expression:
+    """A parsed expression; call it on ``x`` of shape ``[N, dim]`` to get shape ``[N]``."""
+
+    def __init__(self, text: str, dim: int, node: _Node):
+        self.text = text
+        self.dim = dim
+        self._node = node
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected x of shape [N, {self.dim}], got {list(x.shape)}")
+        if self._node.fn is None:
+            return x[:, 0] * 0 + self._node.const
+        return self._node.fn(x)
+
+    def __repr__(self) -> str:
+        return f"Expression({self.text!r}, dim={self.dim})"
+
+
+def parse_expression(text: str, dim: int, params: Mapping[str, float] | None = None) -> Expression:
+    """Parse and check ``text`` as an expression of ``x`` in ``dim`` dimensions.
+
+    ``params`` names extra scalar constants. Raises ExpressionError for any bad text or
+    parameter, and ValueError if ``dim`` is not an integer >= 1.
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
+    text = _as_text(text)
+    consts = {"d": float(dim), "pi": math.pi, "e": math.e, **_check_params(params)}
+    tree = _parse(text)
+    node = _Compiler(dim, consts).visit(tree.body)
+    if node.size is not None:
+        raise ExpressionError(
+            f"the expression gives a vector of length {node.size} per point; reduce it to one "
+            f"number with sum(...), prod(...), norm(...) or index it like x[0]")
+    return Expression(text, dim, node)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """``text`` quoted on one line, cut to about ``limit`` characters."""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return repr(text)
+
+
+def _as_text(text: object) -> str:
+    if isinstance(text, str):
+        return text
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if not abs(text) <= MAX_LITERAL:  # also catches nan and huge ints
+            small = isinstance(text, float) or abs(text) < 10**50
+            got = repr(text) if small else "an integer with more than 50 digits"
+            raise ExpressionError(f"expected an expression string or a finite number of size "
+                                  f"at most {MAX_LITERAL:g}, got {got}")
+        return str(text)
+    raise ExpressionError(f"expected an expression string, got {type(text).__name__} "
+                          f"{_short(repr(text))}")
+
+
+def _check_params(params: Mapping[str, float] | None) -> dict[str, float]:
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise ExpressionError(f"params must be a mapping of names to numbers, got "
+                              f"{type(params).__name__}")
+    out = {}
+    for name, value in params.items():
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) \
+                or name.startswith("_"):
+            raise ExpressionError(f"parameter name {_short(str(name))} is not allowed; use a "
+                                  f"Python identifier that does not start with '_'")
+        if name in NAMES or name in FUNCTIONS:
+            raise ExpressionError(f"parameter name '{name}' clashes with a built-in name or "
+                                  f"function ({', '.join(NAMES + FUNCTIONS)})")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not math.isfinite(float(value)):
+            raise ExpressionError(f"parameter '{name}' must be a finite real number, got "
+                                  f"{_short(repr(value))}")
+        out[name] = float(value)
+    return out
+
+
+def _parse(text: str) -> ast.Expression:
+    """``ast.parse`` with size limits, turning every failure into ExpressionError."""
+    if len(text) > MAX_TEXT:
+        raise ExpressionError(f"expression is too long ({len(text)} characters; "
+                              f"at most {MAX_TEXT})")
+    try:
+        with warnings.catch_warnings():  # e.g. invalid escapes in strings, rejected anyway
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text, mode="eval")
+    except SyntaxError as err:
+        msg = str(err.msg).replace("\n", " ")
+        where = "" if err.offset is None else (
+            f" at column {err.offset}" if 0 < err.offset <= len(text) else " at the end")
+        raise ExpressionError(f"invalid syntax in expression {_short(text)}{where}: {msg}") from None
+    except (ValueError, RecursionError, MemoryError, OverflowError, TypeError) as err:
+        raise ExpressionError(f"cannot parse expression {_short(text)}: "
+                              f"{type(err).__name__}: {_short(str(err))}") from None
+    count, stack = 0, [(tree.body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise ExpressionError(f"expression is too large (more than {MAX_NODES} syntax nodes)")
+        if depth > MAX_DEPTH:
+            raise ExpressionError(f"expression is nested too deeply (more than {MAX_DEPTH} levels)")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return tree
+
+
+def _fold(op: Callable, *values: float) -> float:
+    """Apply a torch operation to constants in float64 (inf/nan instead of exceptions)."""
+    return float(op(*(torch.tensor(v, dtype=torch.float64) for v in values)))
+
+
+def _number(node: ast.AST) -> float | int | None:
+    """The value of a number literal, optionally with unary sign, or None."""
+    sign = 1
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        sign = -1 if isinstance(node.op, ast.USub) else 1
+        node = node.operand
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return sign * node.value
+    return None
+
+
+def _int_literal(node: ast.AST, what: str) -> int:
+    value = _number(node)
+    if not isinstance(value, int):
+        raise ExpressionError(f"{what} must be an integer number like 0, 2 or -1, got "
+                              f"{_short(ast.unparse(node))}")
+    return value
+
+
+class _Compiler:
+    """Turns a checked AST into a tree of :class:`_Node` closures."""
+
+    def __init__(self, dim: int, consts: dict[str, float]):
+        self.dim = dim
+        self.consts = consts
+
+    def visit(self, node: ast.AST) -> _Node:
+        method = getattr(self, "visit_" + type(node).__name__, None)
+        if method is not None:
+            return method(node)
+        if isinstance(node, ast.Attribute):
+            raise ExpressionError(f"attribute access ({_short(ast.unparse(node))}) is not "
+                                  f"allowed in expressions")
+        what = _FORBIDDEN.get(type(node), f"{type(node).__name__} nodes")
+        raise ExpressionError(f"{what} are not allowed (found "
+                              f"{_short(ast.unparse(node))}); allowed: numbers, names, + - * / **, "
+                              f"function calls and x[j] indexing")
+
+    def visit_Constant(self, node: ast.Constant) -> _Node:
+        value = node.value
+        if type(value) not in (int, float):
+            kind = {str: "string literals", bytes: "bytes literals", bool: "True/False",
+                    complex: "complex numbers"}.get(type(value), repr(value))
+            raise ExpressionError(f"{kind} cannot be used in expressions; only real numbers "
+                                  f"like 2, 0.5 or 1e-3 are allowed")
+        if abs(value) > MAX_LITERAL or not math.isfinite(value):
+            raise ExpressionError(f"number {_short(ast.unparse(node))} is too large; "
+                                  f"literals must be at most {MAX_LITERAL:g} in size")
+        return _Node(None, const=float(value))
+
+    def visit_Name(self, node: ast.Name) -> _Node:
+        name = node.id
+        if name.startswith("__"):
+            raise ExpressionError(f"dunder names are not allowed ('{name}')")
+        if name == "x":
+            return _Node(lambda x: x, self.dim)
+        if name == "i":
+            dim = self.dim
+            return _Node(lambda x: torch.arange(1, dim + 1, dtype=x.dtype, device=x.device)
+                         .expand(x.shape[0], dim), dim)
+        if name in self.consts:
+            return _Node(None, const=self.consts[name])
+        if name in FUNCTIONS:
+            raise ExpressionError(f"'{name}' is a function; call it like {name}(...)")
+        known = list(NAMES) + sorted(set(self.consts) - set(NAMES))
+        hint = _did_you_mean(name, known + list(FUNCTIONS))
+        raise ExpressionError(f"unknown name '{name}'{hint}; "
+                              f"known names: {', '.join(NAMES)}, and params "
+                              f"({', '.join(sorted(set(self.consts) - set(NAMES))) or 'none'})")
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> _Node:
+        if not isinstance(node.op, (ast.UAdd, ast.USub)):
+            raise ExpressionError(f"operator '{_OP_SYMBOLS.get(type(node.op), '?')}' is not "
+                                  f"allowed; allowed operators: + - * / ** and unary + -")
+        a = self.visit(node.operand)
+        if isinstance(node.op, ast.UAdd):
+            return a
+        if a.fn is None:
+            return _Node(None, const=-a.const)
+        f = a.fn
+        return _Node(lambda x: -f(x), a.size)
+
+    def visit_BinOp(self, node: ast.BinOp) -> _Node:
+        if isinstance(node.op, ast.Pow):
+            return self._pow(node)
+        if type(node.op) not in _BINOPS:
+            raise ExpressionError(f"operator '{_OP_SYMBOLS.get(type(node.op), '?')}' is not "
+                                  f"allowed; allowed operators: + - * / **")
+        symbol, op = _BINOPS[type(node.op)]
+        a, b = self.visit(node.left), self.visit(node.right)
+        if a.fn is None and b.fn is None:
+            return _Node(None, const=_fold(op, a.const, b.const))
+        if a.size is not None and b.size is not None and a.size != b.size:
+            raise ExpressionError(f"vector lengths differ in {_short(ast.unparse(node))}: "
+                                  f"{a.size} {symbol} {b.size}")
+        size = a.size if a.size is not None else b.size
+        fa, fb = self._operand(a, size), self._operand(b, size)
+        return _Node(lambda x: op(fa(x), fb(x)), size)
+
+    @staticmethod
+    def _operand(node: _Node, size: int | None) -> Callable[[torch.Tensor], object]:
+        """The evaluator of ``node``, broadcast to a vector if ``size`` says so."""
+        if node.fn is None:
+            value = node.const
+            return lambda x: value
+        f = node.fn
+        if node.size is None and size is not None:
+            return lambda x: f(x)[:, None]
+        return f
+
+    def _pow(self, node: ast.BinOp) -> _Node:
+        exponent = _number(node.right)
+        if exponent is None or abs(exponent) > MAX_EXPONENT:
+            raise ExpressionError(f"the exponent of ** must be a number between -{MAX_EXPONENT} "
+                                  f"and {MAX_EXPONENT}, got {_short(ast.unparse(node.right))}")
+        base = self.visit(node.left)
+        p = exponent
+        if base.fn is None:
+            return _Node(None, const=_fold(torch.pow, base.const, p))
+        f = base.fn
+        return _Node(lambda x: f(x) ** p, base.size)
+
+    def visit_Call(self, node: ast.Call) -> _Node:
+        if not isinstance(node.func, ast.Name):
+            raise ExpressionError(f"only calls of named functions are allowed, got "
+                                  f"{_short(ast.unparse(node.func))}; functions: {', '.join(FUNCTIONS)}")
+        name = node.func.id
+        if name.startswith("__"):
+            raise ExpressionError(f"dunder names are not allowed ('{name}')")
+        if name not in FUNCTIONS:
+            hint = _did_you_mean(name, list(FUNCTIONS))
+            is_name = name in NAMES or name in self.consts
+            head = f"'{name}' is not a function" if is_name else f"unknown function '{name}'"
+            raise ExpressionError(f"{head}{hint}; known functions: {', '.join(FUNCTIONS)}")
+        if node.keywords:
+            raise ExpressionError(f"keyword arguments are not allowed in {name}(...)")
+        if any(isinstance(arg, ast.Starred) for arg in node.args):
+            raise ExpressionError(f"starred arguments (*) are not allowed in {name}(...)")
+        arity = 2 if name in ("dot", "roll") else 1
+        if len(node.args) != arity:
+            raise ExpressionError(f"{name}() takes {arity} argument{'s' if arity > 1 else ''}, "
+                                  f"got {len(node.args)}")
+        if name == "roll":
+            return self._roll(node)
+        args = [self.visit(arg) for arg in node.args]
+        if name in ELEMENTWISE:
+            fn, (a,) = ELEMENTWISE[name], args
+            if a.fn is None:
+                return _Node(None, const=_fold(fn, a.const))
+            f = a.fn
+            return _Node(lambda x: fn(f(x)), a.size)
+        for arg in args:
+            if arg.size is None:
+                raise ExpressionError(f"{name}() expects a vector argument (an expression "
+                                      f"involving x), got a scalar")
+        if name == "dot":
+            a, b = args
+            if a.size != b.size:
+                raise ExpressionError(f"dot() needs vectors of equal length, got {a.size} "
+                                      f"and {b.size}")
+            fa, fb = a.fn, b.fn
+            return _Node(lambda x: (fa(x) * fb(x)).sum(dim=1))
+        fn, f = REDUCTIONS[name], args[0].fn
+        return _Node(lambda x: fn(f(x)))
+
+    def _roll(self, node: ast.Call) -> _Node:
+        v = self.visit(node.args[0])
+        if v.size is None:
+            raise ExpressionError("roll() expects a vector argument (an expression involving x), "
+                                  "got a scalar")
+        shift = _int_literal(node.args[1], "the shift of roll()")
+        f = v.fn
+        return _Node(lambda x: torch.roll(f(x), shift, dims=1), v.size)
+
+    def visit_Subscript(self, node: ast.Subscript) -> _Node:
+        v = self.visit(node.value)
+        if v.size is None:
+            raise ExpressionError(f"only vectors can be indexed, but {_short(ast.unparse(node.value))} "
+                                  f"is a scalar")
+        f, n = v.fn, v.size
+        if isinstance(node.slice, ast.Slice):
+            bounds = [None if part is None else _int_literal(part, "a slice bound")
+                      for part in (node.slice.lower, node.slice.upper, node.slice.step)]
+            if bounds[2] is not None and bounds[2] < 1:
+                raise ExpressionError(f"the slice step must be a positive integer, got {bounds[2]}")
+            sl = slice(*bounds)
+            size = len(range(n)[sl])
+            if size == 0:
+                raise ExpressionError(f"the slice {_short(ast.unparse(node))} is empty for a vector "
+                                      f"of length {n}")
+            return _Node(lambda x: f(x)[:, sl], size)
+        j = _int_literal(node.slice, "an index")
+        if not -n <= j < n:
+            raise ExpressionError(f"index {j} is out of range for a vector of length {n}; "
+                                  f"valid indices are 0..{n - 1} (or -{n}..-1)")
+        j %= n
+        return _Node(lambda x: f(x)[:, j])
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,14 @@
+"""Network modules: plain ``torch.nn.Module``s usable in any training loop."""
+
+from .activations import ACTIVATIONS, S2ReLU, Phi, Sin, SReLU, get_activation
+from .layers import DenseStack, FourierFeatures
+from .mlp import MLP
+from .mscale import MscaleDNN, make_scales
+
+__all__ = ["ACTIVATIONS", "DenseStack", "FourierFeatures", "MLP", "MscaleDNN", "Phi", "S2ReLU",
+           "SReLU", "Sin", "get_activation", "make_scales", "count_parameters"]
+
+
+def count_parameters(model) -> int:
+    """Number of trainable parameters of a module."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

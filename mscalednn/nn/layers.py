@@ -1,0 +1,85 @@
+"""Building blocks shared by the networks: dense stacks and first-layer initialisers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .activations import get_activation
+
+
+class DenseStack(nn.Module):
+    """``depth`` hidden layers h <- sigma(W h + b) of equal ``width``, then a linear read-out.
+
+    With ``residual=True`` each hidden layer whose input and output widths match adds its input:
+    h <- h + sigma(W h + b).
+    """
+
+    def __init__(self, in_width: int, width: int, depth: int, out_dim: int,
+                 activation: str | nn.Module = "tanh", residual: bool = False):
+        super().__init__()
+        widths = [in_width] + [width] * depth
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.activation = get_activation(activation)
+        self.residual = residual
+        self.out = nn.Linear(widths[-1], out_dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            z = self.activation(layer(h))
+            h = h + z if self.residual and z.shape == h.shape else z
+        return self.out(h)
+
+
+def init_directions(weight: torch.Tensor, bias: torch.Tensor, directions: str,
+                    axis_fraction: float, generator: torch.Generator | None = None) -> None:
+    """Initialise first-layer weights ``weight`` [..., units, in_dim] in place.
+
+    * ``random``: PyTorch's default, w_ij ~ U(-1/sqrt(in), 1/sqrt(in)).
+    * ``axes``:  unit j reads coordinate j mod in_dim only, w = +-U(0.5, 1), bias U(-pi, pi).
+    * ``mixed``: a fraction ``axis_fraction`` of the units (in every group along dim -2) along
+      the axes, the rest along uniformly random unit directions with length U(0.5, 1), so that
+      they have the same frequency as the axis units; bias U(-pi, pi).
+
+    All weights stay trainable. Axis units let a scaled unit sin(a w x_k + b) match an
+    oscillation along a coordinate at once; random directions keep the default general
+    (REFERENCE.md section 5).
+    """
+    if directions == "random":
+        return
+    if directions not in ("axes", "mixed"):
+        raise ValueError(f"directions must be 'random', 'axes' or 'mixed', got {directions!r}")
+    units, in_dim = weight.shape[-2], weight.shape[-1]
+    n_axis = units if directions == "axes" else int(round(axis_fraction * units))
+    with torch.no_grad():
+        length = torch.rand(weight.shape[:-1], generator=generator, dtype=weight.dtype) * 0.5 + 0.5
+        sign = torch.randint(0, 2, weight.shape[:-1], generator=generator).to(weight.dtype) * 2 - 1
+        w = torch.randn(weight.shape, generator=generator, dtype=weight.dtype)
+        w = w / w.norm(dim=-1, keepdim=True)
+        axes = torch.zeros(units, in_dim, dtype=weight.dtype)
+        axes[torch.arange(units), torch.arange(units) % in_dim] = 1.0
+        w[..., :n_axis, :] = axes[:n_axis]
+        weight.copy_(w * (length * sign).unsqueeze(-1))
+        bias.copy_((torch.rand(bias.shape, generator=generator, dtype=bias.dtype) * 2 - 1) * math.pi)
+
+
+class FourierFeatures(nn.Module):
+    """Gaussian random Fourier features (Tancik et al. 2020): gamma(x) = [cos(2 pi B x), sin(2 pi B x)].
+
+    B ~ N(0, sigma^2) of shape [features, in_dim], fixed (a buffer) unless ``trainable``.
+    Output width: 2 * features.
+    """
+
+    def __init__(self, in_dim: int, features: int, sigma: float = 1.0, trainable: bool = False):
+        super().__init__()
+        B = torch.randn(features, in_dim) * sigma
+        if trainable:
+            self.B = nn.Parameter(B)
+        else:
+            self.register_buffer("B", B)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = 2 * math.pi * x @ self.B.T
+        return torch.cat([torch.cos(z), torch.sin(z)], dim=-1)

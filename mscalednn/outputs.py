@@ -1,0 +1,126 @@
+"""A run directory: resolved config, metrics, history, checkpoint and plots.
+
+A run directory is always new: an existing non-empty directory is never written into.
+Files are written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from .config import ModelConfig
+from .errors import ConfigError
+
+
+def new_run_dir(out: str | Path | None, stem: str, root: str | Path = "runs") -> Path:
+    """Create the run directory: exactly ``out`` (must not exist or be empty), or a fresh
+    ``root/stem-YYYYmmdd-HHMMSS[-n]``. Fails before training if it cannot be written."""
+    if out is not None:
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ConfigError("--out", "expected a new or empty directory (runs are never overwritten)",
+                              str(path))
+    else:
+        base = Path(root) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, n = base, 1
+        while path.exists():
+            path, n = Path(f"{base}-{n}"), n + 1
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError("--out", f"expected a writable directory ({exc.strerror})", str(path)) from None
+    return path
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write a file via a temporary file and a rename, so a reader never sees half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def write_yaml(path: Path, obj) -> None:
+    write_atomic(path, yaml.safe_dump(_jsonable(obj), sort_keys=False))
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    """history.csv: one row per evaluation, header first (``step``, losses, errors, lr, times)."""
+    buf = io.StringIO()
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(history)
+    write_atomic(path, buf.getvalue())
+
+
+def environment() -> dict:
+    """Versions, for the record in metrics.json."""
+    from . import __version__
+    info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "mscalednn": __version__, "platform": platform.platform()}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent)
+        if commit.returncode == 0:
+            info["git_commit"] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, model_config: ModelConfig, in_dim: int,
+                    extra: dict | None = None) -> None:
+    """A checkpoint that :func:`load_model` turns back into the network with one call."""
+    buf = io.BytesIO()
+    torch.save({"model": model_config.to_dict(), "in_dim": in_dim,
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                **(extra or {})}, buf)
+    write_atomic(path, buf.getvalue())
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
+    """The trained network saved in a checkpoint file (``model.pt``) or a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    options = dict(ckpt["model"])
+    kind = options.pop("kind")
+    model = ModelConfig(kind, options).build(ckpt["in_dim"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(getattr(torch, ckpt.get("dtype", "float32"))).eval()
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -1,0 +1,79 @@
+"""The Poisson problem: a frozen description; solving is a function of it.
+
+    -Laplace u = f   in the box  Omega = [lo_1, hi_1] x ... x [lo_d, hi_d],
+             u = g   on the boundary of Omega,
+
+with the exact solution u* given, f = -Laplace u* and g = u*, both obtained by exact (automatic)
+differentiation of u*, never by finite differences.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .derivatives import value_and_grad, value_grad_laplacian
+
+Field = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PoissonProblem:
+    """-Laplace u = f on the box [lo, hi] in d dimensions, u = g on its boundary.
+
+    Attributes:
+        exact: u*(x), a function of x [N, d] returning [N] (differentiable by torch).
+        lo, hi: the box corners (length d).
+        name, description: for reports.
+    """
+
+    exact: Field
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    name: str = "problem"
+    description: str = ""
+
+    def __post_init__(self):
+        if len(self.lo) != len(self.hi) or not self.lo:
+            raise ValueError("lo and hi must have the same, positive length")
+        if any(not (a < b) for a, b in zip(self.lo, self.hi)):
+            raise ValueError(f"every lo must be below hi, got lo={self.lo}, hi={self.hi}")
+
+    @property
+    def dim(self) -> int:
+        return len(self.lo)
+
+    @property
+    def volume(self) -> float:
+        """|Omega|."""
+        return math.prod(b - a for a, b in zip(self.lo, self.hi))
+
+    @property
+    def face_areas(self) -> tuple[float, ...]:
+        """Area of the face x_k = lo_k (equal to that of x_k = hi_k), for each k."""
+        sides = [b - a for a, b in zip(self.lo, self.hi)]
+        return tuple(math.prod(sides[:k] + sides[k + 1:]) for k in range(self.dim))
+
+    @property
+    def boundary_area(self) -> float:
+        """|boundary of Omega| (for d = 1: the two end points count 1 each)."""
+        return 2.0 * sum(self.face_areas)
+
+    def u(self, x: torch.Tensor) -> torch.Tensor:
+        """u*(x) [N]."""
+        return self.exact(x)
+
+    def g(self, x: torch.Tensor) -> torch.Tensor:
+        """Dirichlet data g = u* on the boundary [N]."""
+        return self.exact(x).detach()
+
+    def grad_u(self, x: torch.Tensor) -> torch.Tensor:
+        """grad u*(x) [N, d], exact."""
+        return value_and_grad(self.exact, x, create_graph=False)[1].detach()
+
+    def f(self, x: torch.Tensor) -> torch.Tensor:
+        """Source f = -Laplace u*(x) [N], exact."""
+        return -value_grad_laplacian(self.exact, x, create_graph=False)[2].detach()

@@ -1,0 +1,71 @@
+"""Collocation points in the box and on its boundary, and the fixed test set."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from scipy.stats import qmc
+
+from .problem import PoissonProblem
+
+
+class Sampler:
+    """Draws interior and boundary points, uniform random or scrambled Sobol (quasi-random).
+
+    Boundary points pick a face with probability proportional to its area, then a point
+    uniformly on it. All draws come from generators seeded by ``seed``.
+    """
+
+    def __init__(self, problem: PoissonProblem, kind: str = "uniform", seed: int = 0,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        if kind not in ("uniform", "sobol"):
+            raise ValueError(f"sampler kind must be 'uniform' or 'sobol', got {kind!r}")
+        self.problem, self.kind, self.device, self.dtype = problem, kind, device, dtype
+        self.rng = np.random.default_rng(seed)
+        d = problem.dim
+        if kind == "sobol":
+            self._sobol_in = qmc.Sobol(d, scramble=True, seed=self.rng)
+            self._sobol_bd = qmc.Sobol(d, scramble=True, seed=self.rng)
+        self._lo = np.asarray(problem.lo)
+        self._width = np.asarray(problem.hi) - self._lo
+        areas = np.repeat(np.asarray(problem.face_areas), 2)  # faces lo_0, hi_0, lo_1, ...
+        self._face_cdf = np.cumsum(areas) / areas.sum()
+
+    def _unit(self, n: int, sobol: qmc.Sobol | None) -> np.ndarray:
+        if sobol is None:
+            return self.rng.random((n, self.problem.dim))
+        with warnings.catch_warnings():  # Sobol prefers powers of two; any n is still valid
+            warnings.simplefilter("ignore", UserWarning)
+            return sobol.random(n)
+
+    def _tensor(self, unit: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(self._lo + unit * self._width, dtype=self.dtype, device=self.device)
+
+    def interior(self, n: int) -> torch.Tensor:
+        """n points in the box [n, d]."""
+        return self._tensor(self._unit(n, self._sobol_in if self.kind == "sobol" else None))
+
+    def boundary(self, n: int) -> torch.Tensor:
+        """n points on the boundary [n, d]."""
+        u = self._unit(n, self._sobol_bd if self.kind == "sobol" else None)
+        face = np.searchsorted(self._face_cdf, u[:, 0] * (1 - 1e-12), side="right")
+        axis, side = face // 2, (face % 2).astype(float)
+        # u[:, 0] chose the face; u[:, 1:] fill the d - 1 free coordinates in order
+        rows, m = np.arange(n)[:, None], np.arange(self.problem.dim - 1)[None, :]
+        point = np.empty_like(u)
+        point[rows, m + (m >= axis[:, None])] = u[:, 1:]
+        point[np.arange(n), axis] = side
+        return self._tensor(point)
+
+
+def test_points(problem: PoissonProblem, n: int = 10000, seed: int = 12345) -> np.ndarray:
+    """Fixed evaluation points: a uniform grid in 1D (n points) and 2D (about n points),
+    seeded uniform random points in higher dimension."""
+    lo, hi, d = np.asarray(problem.lo), np.asarray(problem.hi), problem.dim
+    if d <= 2:
+        m = n if d == 1 else int(round(np.sqrt(n)))
+        axes = [np.linspace(lo[k], hi[k], m) for k in range(d)]
+        return np.stack([a.ravel() for a in np.meshgrid(*axes, indexing="ij")], axis=1)
+    return lo + np.random.default_rng(seed).random((n, d)) * (hi - lo)

@@ -1,0 +1,141 @@
+"""The training loop: one readable function, hooks passed in.
+
+    for each step:
+        t = fraction of the budget used (steps or wall time, whichever is further)
+        set lr(t), beta(t); resample collocation points every k steps
+        L = interior loss (Ritz or residual) + beta * boundary penalty
+        Adam step
+        every n steps: evaluate errors on the fixed test set, log, call the hooks
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import losses
+from .config import TrainConfig
+from .derivatives import value_and_grad, value_grad_laplacian
+from .metrics import TestSet, evaluate
+from .problem import PoissonProblem
+from .sampling import Sampler
+
+# staged boundary weight (REFERENCE.md section 1): multiplier from each fraction of training on
+BETA_STAGES = ((0.0, 1.0), (0.1, 10.0), (0.2, 50.0), (0.25, 100.0), (0.5, 200.0), (0.75, 500.0))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (call before building the model)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError
+        raise ConfigError("train.device", "expected a device that exists: no CUDA device is available",
+                          name, hint="use device: cpu or auto")
+    return torch.device(name)
+
+
+def learning_rate(config: TrainConfig, t: float) -> float:
+    """lr at budget fraction t in [0, 1]: lr * r^t (exponential), lr * r^(floor(t m)/m) (step,
+    m = lr_drops), lr (r + (1 - r)(1 + cos pi t)/2) (cosine), with r = lr_final."""
+    r = config.lr_final
+    factor = {"constant": 1.0,
+              "exponential": r ** t,
+              "step": r ** (min(math.floor(t * config.lr_drops), config.lr_drops) / config.lr_drops),
+              "cosine": r + (1 - r) * 0.5 * (1 + math.cos(math.pi * t))}[config.lr_schedule]
+    return config.lr * factor
+
+
+def boundary_weight(config: TrainConfig, t: float) -> float:
+    """beta at budget fraction t: fixed, or beta times the staged multiplier."""
+    if config.beta_schedule == "fixed":
+        return config.beta
+    return config.beta * [m for start, m in BETA_STAGES if t >= start][-1]
+
+
+@dataclass
+class TrainState:
+    """What the hooks see after each evaluation."""
+
+    step: int
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    history: list[dict] = field(default_factory=list)
+    train_time: float = 0.0
+
+
+@dataclass
+class SolveResult:
+    model: torch.nn.Module
+    history: list[dict]
+    metrics: dict
+
+
+def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig = TrainConfig(),
+          hooks: Sequence[Callable[[TrainState], None]] = ()) -> SolveResult:
+    """Train ``model`` to solve ``problem``; returns the model, the history and final metrics.
+
+    The time budget (``config.time_limit``) counts training steps only, not evaluations.
+    """
+    device, dtype = resolve_device(config.device), getattr(torch, config.dtype)
+    model.to(device=device, dtype=dtype)
+    sampler = Sampler(problem, config.sampler, config.seed, device, dtype)
+    test = TestSet.build(problem, config.n_test)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    state = TrainState(0, model, optimizer)
+    bar = tqdm(total=config.steps, disable=not config.progress, dynamic_ncols=True, leave=False)
+    start = time.perf_counter()
+    record: dict = {}
+    for step in range(1, config.steps + 1):
+        t0 = time.perf_counter()
+        t = max((step - 1) / config.steps, state.train_time / config.time_limit if config.time_limit else 0.0)
+        lr, beta = learning_rate(config, t), boundary_weight(config, t)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if (step - 1) % config.resample_every == 0:
+            x_in, x_bd = sampler.interior(config.n_interior), sampler.boundary(config.n_boundary)
+            f, g = problem.f(x_in), problem.g(x_bd)
+        if config.loss == "ritz":
+            u, grad_u = value_and_grad(model, x_in)
+            interior = losses.ritz_interior(u, grad_u, f, problem.volume)
+            bc = losses.boundary_penalty(model(x_bd).squeeze(-1), g, problem.boundary_area)
+        else:
+            _, _, lap_u = value_grad_laplacian(model, x_in)
+            interior = losses.residual_interior(lap_u, f)
+            bc = losses.boundary_penalty(model(x_bd).squeeze(-1), g)
+        loss = interior + beta * bc
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        state.step, state.train_time = step, state.train_time + time.perf_counter() - t0
+        done = step == config.steps or (config.time_limit is not None and state.train_time >= config.time_limit)
+        bar.update(1)
+        if step % config.eval_every == 0 or done or step == 1:
+            record = {"step": step, "loss": loss.item(), "loss_interior": interior.item(),
+                      "loss_boundary": bc.item(), **evaluate(model, test), "lr": lr, "beta": beta,
+                      "train_time_s": state.train_time, "elapsed_s": time.perf_counter() - start}
+            state.history.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.3e}", rel_l2=f"{record['rel_l2']:.2e}", lr=f"{lr:.1e}")
+            for hook in hooks:
+                hook(state)
+        if done:
+            break
+    bar.close()
+    wall = time.perf_counter() - start
+    metrics = {"status": "completed", **{k: record[k] for k in ("rel_l2", "rel_max", "rel_h1", "loss")},
+               "steps": state.step, "wall_time_s": wall, "train_time_s": state.train_time,
+               "steps_per_s": state.step / state.train_time, "device": str(device), "dtype": config.dtype}
+    return SolveResult(model, state.history, metrics)

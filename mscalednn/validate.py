@@ -1,0 +1,148 @@
+"""Validation of plain data (from YAML) against Python type hints.
+
+One mechanism checks every configuration: the fields of a dataclass, or the parameters of a
+network constructor, are the schema. Unknown keys are errors with a "did you mean" hint, and
+every message names the key path, the expected form and the value received.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from difflib import get_close_matches
+from typing import Annotated, Any, Literal, Union
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds for a number: ``lo <= value`` (or ``<`` when ``lo_open``) and ``value <= hi``."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+
+    def check(self, value: float, path: str, what: str) -> None:
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            raise ConfigError(path, f"expected {what} {'>' if self.lo_open else '>='} {self.lo:g}"
+                              + (f" and <= {self.hi:g}" if self.hi is not None else ""), value)
+        if self.hi is not None and value > self.hi:
+            raise ConfigError(path, f"expected {what} <= {self.hi:g}", value)
+
+
+def describe(hint: Any) -> str:
+    """A short human description of a type hint, for error messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return describe(args[0])
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(a) for a in args)
+    if origin in (list, tuple, Sequence) or hint in (list, tuple):
+        inner = [a for a in args if a is not Ellipsis]
+        return f"a list of {describe(inner[0])}s" if inner else "a list"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            type(None): "null", dict: "a mapping"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def check_value(value: Any, hint: Any, path: str) -> Any:
+    """``value`` converted to the type ``hint`` describes, or a :class:`ConfigError`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin is Annotated:
+        out = check_value(value, args[0], path)
+        for meta in args[1:]:
+            if isinstance(meta, Range):
+                meta.check(out, path, describe(args[0]))
+        return out
+    if origin is Literal:
+        if value in args and type(value) is type(args[args.index(value)]):
+            return value
+        close = get_close_matches(str(value), [str(a) for a in args], n=1)
+        raise ConfigError(path, f"expected {describe(hint)}", value,
+                          hint=f"did you mean {close[0]!r}?" if close else "")
+    if origin in (Union, types.UnionType):
+        for option in args:
+            try:
+                return check_value(value, option, path)
+            except ConfigError:
+                continue
+        raise ConfigError(path, f"expected {describe(hint)}", value)
+    if origin in (list, tuple, Sequence) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, f"expected {describe(hint)}", value)
+        inner = [a for a in args if a is not Ellipsis]
+        if origin is tuple and len(inner) > 1 and Ellipsis not in args:
+            if len(value) != len(inner):
+                raise ConfigError(path, f"expected a list of {len(inner)} items", value)
+            return tuple(check_value(v, h, f"{path}[{i}]") for i, (v, h) in enumerate(zip(value, inner)))
+        item = inner[0] if inner else Any
+        return tuple(check_value(v, item, f"{path}[{i}]") for i, v in enumerate(value))
+    if hint is type(None):
+        if value is None:
+            return None
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif hint is dict:
+        if isinstance(value, dict):
+            return value
+    else:
+        raise TypeError(f"validate: unsupported type hint {hint!r} at {path}")
+    raise ConfigError(path, f"expected {describe(hint)}", value)
+
+
+def check_keys(data: Any, known: Sequence[str], path: str, required: Sequence[str] = ()) -> dict:
+    """``data`` as a mapping whose keys are all in ``known`` and include ``required``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(path, "expected a mapping of keys to values", data)
+    for key in data:
+        if not isinstance(key, str) or key not in known:
+            close = get_close_matches(str(key), known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "known keys: " + ", ".join(known)
+            raise ConfigError(_join(path, str(key)), "unknown key", hint=hint)
+    for key in required:
+        if key not in data:
+            raise ConfigError(_join(path, key), "missing required key")
+    return dict(data)
+
+
+def build_dataclass(cls: type, data: Any, path: str = "") -> Any:
+    """An instance of dataclass ``cls`` from a mapping, every field checked against its hint."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    required = [f.name for f in fields
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    data = check_keys({} if data is None else data, [f.name for f in fields], path, required)
+    return cls(**{k: check_value(v, hints[k], _join(path, k)) for k, v in data.items()})
+
+
+def check_kwargs(func: Callable, data: Any, path: str = "", skip: Sequence[str] = ()) -> dict:
+    """Keyword arguments for ``func`` from a mapping, checked against its signature's hints."""
+    params = {name: p for name, p in inspect.signature(func).parameters.items()
+              if name not in skip and name != "self"}
+    hints = typing.get_type_hints(func, include_extras=True)
+    required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
+    data = check_keys({} if data is None else data, list(params), path, required)
+    return {k: check_value(v, hints.get(k, Any), _join(path, k)) for k, v in data.items()}
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
