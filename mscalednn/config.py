@@ -21,6 +21,7 @@ expected form and the value received.
 from __future__ import annotations
 
 import copy
+import re
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,15 @@ def _mapping_no_duplicates(loader, node, deep=False):
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_no_duplicates)
+# YAML 1.1 reads 1e-3 (no dot) as a string; read it as the number every user means
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def parse_yaml(text: str):
+    """Parse YAML text with the strict loader (duplicate keys are errors, 1e-3 is a number)."""
+    return yaml.load(text, Loader=_StrictLoader)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -119,7 +129,7 @@ def read_yaml(path: str | Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("", f"cannot read file ({exc.__class__.__name__}: {exc})", source=str(path)) from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
+        data = parse_yaml(text)
     except ConfigError as exc:
         raise exc.with_source(str(path)) from None
     except yaml.YAMLError as exc:
@@ -144,8 +154,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError("--set", "expected KEY.PATH=VALUE, e.g. train.steps=2000", item)
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
+            value = parse_yaml(text)
+        except (yaml.YAMLError, ConfigError):
             value = text
         node = data
         parts = key.split(".")

@@ -13,7 +13,7 @@ from .sampling import test_points
 
 
 @dataclass
-class TestSet:
+class EvalSet:
     """Fixed test points with u* and grad u* precomputed (float64 on the CPU for accuracy)."""
 
     x: torch.Tensor
@@ -21,7 +21,7 @@ class TestSet:
     grad_u: np.ndarray
 
     @classmethod
-    def build(cls, problem: PoissonProblem, n: int = 10000, seed: int = 12345) -> "TestSet":
+    def build(cls, problem: PoissonProblem, n: int = 10000, seed: int = 12345) -> "EvalSet":
         x = torch.as_tensor(test_points(problem, n, seed), dtype=torch.float64)
         u, g = value_and_grad(problem.exact, x, create_graph=False)
         return cls(x, u.detach().numpy(), g.detach().numpy())
@@ -39,7 +39,7 @@ def relative_errors(u: np.ndarray, u_star: np.ndarray, grad_u: np.ndarray | None
     return out
 
 
-def evaluate(model: torch.nn.Module, test: TestSet, batch: int = 4096) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, test: EvalSet, batch: int = 4096) -> dict[str, float]:
     """Relative L2, max and H1-seminorm errors of ``model`` on the test set."""
     p = next(model.parameters())
     us, gs = [], []

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import losses
 from .config import TrainConfig
 from .derivatives import value_and_grad, value_grad_laplacian
-from .metrics import TestSet, evaluate
+from .metrics import EvalSet, evaluate
 from .problem import PoissonProblem
 from .sampling import Sampler
 
@@ -93,7 +93,7 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
     device, dtype = resolve_device(config.device), getattr(torch, config.dtype)
     model.to(device=device, dtype=dtype)
     sampler = Sampler(problem, config.sampler, config.seed, device, dtype)
-    test = TestSet.build(problem, config.n_test)
+    test = EvalSet.build(problem, config.n_test)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     state = TrainState(0, model, optimizer)
     bar = tqdm(total=config.steps, disable=not config.progress, dynamic_ncols=True, leave=False)

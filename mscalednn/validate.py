@@ -138,7 +138,7 @@ def check_kwargs(func: Callable, data: Any, path: str = "", skip: Sequence[str] 
     """Keyword arguments for ``func`` from a mapping, checked against its signature's hints."""
     params = {name: p for name, p in inspect.signature(func).parameters.items()
               if name not in skip and name != "self"}
-    hints = typing.get_type_hints(func, include_extras=True)
+    hints = typing.get_type_hints(func.__init__ if inspect.isclass(func) else func, include_extras=True)
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
     data = check_keys({} if data is None else data, list(params), path, required)
     return {k: check_value(v, hints.get(k, Any), _join(path, k)) for k, v in data.items()}

@@ -40,6 +40,9 @@ class Phi(nn.Module):
     """Quadratic B-spline phi(x) = ReLU(x)^2 - 3ReLU(x-1)^2 + 3ReLU(x-2)^2 - ReLU(x-3)^2."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # clamping to the support [0, 3] keeps it exactly 0 beyond 3 (the four squares would
+        # otherwise cancel only up to round-off of size x^2 eps)
+        x = x.clamp(0.0, 3.0)
         return (torch.relu(x).square() - 3.0 * torch.relu(x - 1.0).square()
                 + 3.0 * torch.relu(x - 2.0).square() - torch.relu(x - 3.0).square())
 

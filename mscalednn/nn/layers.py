@@ -34,18 +34,20 @@ class DenseStack(nn.Module):
 
 
 def init_directions(weight: torch.Tensor, bias: torch.Tensor, directions: str,
-                    axis_fraction: float, generator: torch.Generator | None = None) -> None:
+                    axis_fraction: float, pair_fraction: float = 0.0,
+                    generator: torch.Generator | None = None) -> None:
     """Initialise first-layer weights ``weight`` [..., units, in_dim] in place.
 
     * ``random``: PyTorch's default, w_ij ~ U(-1/sqrt(in), 1/sqrt(in)).
     * ``axes``:  unit j reads coordinate j mod in_dim only, w = +-U(0.5, 1), bias U(-pi, pi).
-    * ``mixed``: a fraction ``axis_fraction`` of the units (in every group along dim -2) along
-      the axes, the rest along uniformly random unit directions with length U(0.5, 1), so that
-      they have the same frequency as the axis units; bias U(-pi, pi).
+    * ``mixed``: in every group along dim -2, a fraction ``axis_fraction`` of the units along
+      the axes, a fraction ``pair_fraction`` along random directions in the plane of two random
+      coordinates, the rest along uniformly random unit directions; every direction with
+      length U(0.5, 1), so that all have the same frequency range; bias U(-pi, pi).
 
-    All weights stay trainable. Axis units let a scaled unit sin(a w x_k + b) match an
-    oscillation along a coordinate at once; random directions keep the default general
-    (REFERENCE.md section 5).
+    All weights stay trainable. An axis unit sin(a w x_k + b) matches an oscillation along a
+    coordinate at once, a pair unit one in a coordinate plane; in high dimension a dense random
+    direction rarely lies near the direction of an oscillation (REFERENCE.md section 5).
     """
     if directions == "random":
         return
@@ -53,16 +55,22 @@ def init_directions(weight: torch.Tensor, bias: torch.Tensor, directions: str,
         raise ValueError(f"directions must be 'random', 'axes' or 'mixed', got {directions!r}")
     units, in_dim = weight.shape[-2], weight.shape[-1]
     n_axis = units if directions == "axes" else int(round(axis_fraction * units))
+    n_pair = 0 if directions == "axes" or in_dim < 2 else min(int(round(pair_fraction * units)), units - n_axis)
+    kw = {"generator": generator, "dtype": weight.dtype}
     with torch.no_grad():
-        length = torch.rand(weight.shape[:-1], generator=generator, dtype=weight.dtype) * 0.5 + 0.5
+        length = torch.rand(weight.shape[:-1], **kw) * 0.5 + 0.5
         sign = torch.randint(0, 2, weight.shape[:-1], generator=generator).to(weight.dtype) * 2 - 1
-        w = torch.randn(weight.shape, generator=generator, dtype=weight.dtype)
-        w = w / w.norm(dim=-1, keepdim=True)
+        w = torch.randn(weight.shape, **kw)
         axes = torch.zeros(units, in_dim, dtype=weight.dtype)
         axes[torch.arange(units), torch.arange(units) % in_dim] = 1.0
         w[..., :n_axis, :] = axes[:n_axis]
+        if n_pair:
+            pairs = w[..., n_axis:n_axis + n_pair, :]
+            keep = torch.rand(pairs.shape, generator=generator).argsort(dim=-1) < 2
+            pairs.mul_(keep)
+        w = w / w.norm(dim=-1, keepdim=True)
         weight.copy_(w * (length * sign).unsqueeze(-1))
-        bias.copy_((torch.rand(bias.shape, generator=generator, dtype=bias.dtype) * 2 - 1) * math.pi)
+        bias.copy_((torch.rand(bias.shape, **kw) * 2 - 1) * math.pi)
 
 
 class FourierFeatures(nn.Module):

@@ -49,7 +49,7 @@ class MscaleDNN(nn.Module):
     ``variant="first_layer"`` (MscaleDNN-1): one network whose first hidden layer is
         h = sigma_1(K (W_0 x) + b_0),   K = diag(a_1, ..., a_1, a_2, ..., a_N),
     i.e. ``width`` neurons split into N equal groups (leftovers take the highest scale),
-    followed by ``depth - 1`` plain hidden layers of ``width`` neurons.
+    followed by ``depth - 1`` plain hidden layers of ``hidden_width`` (default ``width``) neurons.
 
     Args:
         in_dim: input dimension d.
@@ -65,27 +65,34 @@ class MscaleDNN(nn.Module):
         directions: first-layer initial directions, ``"random"``, ``"axes"`` or ``"mixed"``
             (see :func:`mscalednn.nn.layers.init_directions`).
         axis_fraction: share of axis-aligned first-layer units for ``directions="mixed"``.
+        pair_fraction: share of units in random coordinate planes for ``directions="mixed"``.
         scale_bias: multiply the first-layer bias by the scale too.
+        hidden_width: width of the layers after the first (first_layer variant only).
     """
 
     def __init__(self, in_dim: int, out_dim: int = 1, scales: str | Sequence[float] = "geometric:6",
                  width: int = 32, depth: int = 3, activation: str = "s2relu",
                  first_activation: str | None = None, variant: str = "subnets",
                  residual: bool = False, fourier: bool = False, directions: str = "random",
-                 axis_fraction: float = 0.5, scale_bias: bool = False):
+                 axis_fraction: float = 0.5, pair_fraction: float = 0.0, scale_bias: bool = False,
+                 hidden_width: int | None = None):
         super().__init__()
         if variant not in ("subnets", "first_layer"):
             raise ConfigError("variant", "expected 'subnets' or 'first_layer'", variant)
         if directions not in ("random", "axes", "mixed"):
             raise ConfigError("directions", "expected 'random', 'axes' or 'mixed'", directions)
-        if not 0.0 <= axis_fraction <= 1.0:
-            raise ConfigError("axis_fraction", "expected a number in [0, 1]", axis_fraction)
+        for name, value in (("axis_fraction", axis_fraction), ("pair_fraction", pair_fraction)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(name, "expected a number in [0, 1]", value)
         self.in_dim, self.out_dim, self.variant = in_dim, out_dim, variant
         self.scales = make_scales(scales)
         self.fourier, self.scale_bias, self.residual = fourier, scale_bias, residual
         self.first_activation = get_activation(first_activation or activation)
         n = len(self.scales)
         first_width = 2 * width if fourier else width
+        if hidden_width is not None and (variant != "first_layer" or hidden_width < 1):
+            raise ConfigError("hidden_width", "expected null, or an integer >= 1 with variant "
+                              "'first_layer'", hidden_width)
         if variant == "first_layer":
             if width < n:
                 raise ConfigError("width", f"expected at least one neuron per scale (>= {n})", width)
@@ -95,13 +102,14 @@ class MscaleDNN(nn.Module):
             self.first = nn.Linear(in_dim, width)
             for i in range(n):  # mix directions inside every scale group
                 sl = slice(i * group, width if i == n - 1 else (i + 1) * group)
-                init_directions(self.first.weight.data[sl], self.first.bias.data[sl], directions, axis_fraction)
-            self.stack = DenseStack(first_width, width, depth - 1, out_dim, activation, residual)
+                init_directions(self.first.weight.data[sl], self.first.bias.data[sl], directions,
+                                axis_fraction, pair_fraction)
+            self.stack = DenseStack(first_width, hidden_width or width, depth - 1, out_dim, activation, residual)
         else:
             self.register_buffer("K", torch.tensor(self.scales).view(n, 1, 1))
             self.W0 = nn.Parameter(_uniform_(torch.empty(n, width, in_dim), in_dim))
             self.b0 = nn.Parameter(_uniform_(torch.empty(n, 1, width), in_dim))
-            init_directions(self.W0.data, self.b0.data, directions, axis_fraction)
+            init_directions(self.W0.data, self.b0.data, directions, axis_fraction, pair_fraction)
             widths = [first_width] + [width] * (depth - 1)
             self.Ws = nn.ParameterList(nn.Parameter(_uniform_(torch.empty(n, a, b), a))
                                        for a, b in zip(widths[:-1], widths[1:]))
