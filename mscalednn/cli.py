@@ -10,6 +10,8 @@ from pathlib import Path
 from .errors import MscaleError
 
 DEFAULT_MODEL = Path("configs/mscale.yaml")
+# the same file beside the package, for a run started outside the repository (editable install)
+PACKAGED_MODEL = Path(__file__).resolve().parents[1] / "configs" / "mscale.yaml"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "history, checkpoint and plots into a new run directory.")
     s.add_argument("problem", metavar="FILE", help="problem YAML file (see problems/)")
     s.add_argument("--model", metavar="CFG", default=None,
-                   help=f"model/training config YAML (default: {DEFAULT_MODEL} if present, else built-in defaults)")
+                   help=f"model/training config YAML (default: {DEFAULT_MODEL}; outside the repository the "
+                        "repository's copy, else the built-in defaults)")
     s.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override a config value, e.g. --set train.steps=2000 (repeatable)")
     s.add_argument("--seed", type=int, default=None, help="random seed (same as --set train.seed=N)")
@@ -43,7 +46,9 @@ def cmd_solve(args) -> int:
     from .plots import plot_history, plot_solution
     from .train import seed_everything, solve
 
-    model_file = args.model if args.model is not None else (DEFAULT_MODEL if DEFAULT_MODEL.exists() else None)
+    model_file = args.model
+    if model_file is None:
+        model_file = next((str(p) for p in (DEFAULT_MODEL, PACKAGED_MODEL) if p.exists()), None)
     problem, problem_spec = load_problem(args.problem)
     run = load_run_config(model_file, args.overrides, args.seed)
     stem = f"{Path(args.problem).stem}-{Path(model_file).stem if model_file else run.model.kind}"
@@ -54,18 +59,22 @@ def cmd_solve(args) -> int:
     write_yaml(out / "config.yaml", {"problem": problem_spec, **run.to_dict(),
                                      "source": {"problem": args.problem, "model": model_file}})
     print(f"mscale: {problem.name} (d={problem.dim}) with {run.model.kind} ({params} parameters), "
-          f"{run.train.loss} loss, up to {run.train.steps} steps"
+          f"{run.train.loss} loss, config {model_file or 'built-in defaults'}, up to {run.train.steps} steps"
           + (f" or {run.train.time_limit:g} s" if run.train.time_limit else "") + f" -> {out}", file=sys.stderr)
 
-    def save(state):
-        save_checkpoint(out / "model.pt", state.model, run.model, problem.dim, {"step": state.step})
-        write_history(out / "history.csv", state.history)
+    def save(net, step, history):
+        save_checkpoint(out / "model.pt", net, run.model, problem.dim, {"step": step})
+        write_history(out / "history.csv", history)
 
-    result = solve(problem, model, run.train, hooks=[save])
-    save(type("S", (), {"model": result.model, "step": result.metrics["steps"], "history": result.history})())
+    result = solve(problem, model, run.train, hooks=[lambda s: save(s.model, s.step, s.history)])
+    save(result.model, result.metrics["steps"], result.history)
     metrics = {**result.metrics, "params": params, "problem": problem.name, "model": run.model.kind,
                "versions": environment(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(out / "metrics.json", metrics)
+    if metrics["status"] != "completed":
+        print(f"mscale: error: training {metrics['status']} at step {metrics['steps']} (non-finite loss); "
+              f"try a smaller train.lr; nothing in {out} is a result", file=sys.stderr)
+        return 1
     plot_history(result.history, out / "loss_error.png")
     plot_solution(problem, result.model, out / "solution.png")
     m = metrics

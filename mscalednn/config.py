@@ -62,7 +62,7 @@ class TrainConfig:
     seed: Annotated[int, Range(0)] = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
-    operator: Literal["auto", "autograd"] = "auto"
+    operator: Literal["auto", "forward", "autograd"] = "auto"
     progress: bool = True
 
 

@@ -1,7 +1,9 @@
-"""Derivatives of a network u(x) with respect to its input, by automatic differentiation.
+"""Derivatives of a network u(x) with respect to its input.
 
 ``nested autograd``: grad u by one reverse pass, then one more reverse pass per input dimension
-for the diagonal of the Hessian (the peers' method); exact, and kept as the reference.
+for the diagonal of the Hessian (the peers' method); exact, and kept as the reference and the
+fallback. ``forward``: the forward Laplacian (:mod:`mscalednn.forward_laplacian`), exact, one
+pass. :func:`laplacian_operator` picks one by name.
 """
 
 from __future__ import annotations
@@ -36,3 +38,22 @@ def value_grad_laplacian(fn: Field, x: torch.Tensor, create_graph: bool = True):
         (h,) = torch.autograd.grad(g[:, i].sum(), x, create_graph=create_graph, retain_graph=True)
         lap = lap + h[:, i]
     return u, g, lap
+
+
+def laplacian_operator(name: str, model: torch.nn.Module) -> Callable:
+    """The function (model, x) -> (u, grad u, Laplace u) for ``name`` in auto | forward | autograd.
+
+    ``auto`` is ``forward`` where every part of the model is supported, else ``autograd``;
+    ``forward`` on an unsupported model warns once, naming it, and falls back to autograd.
+    """
+    from .forward_laplacian import forward_laplacian, supports
+
+    if name == "autograd":
+        return value_grad_laplacian
+    if supports(model):
+        return forward_laplacian
+    if name == "forward":
+        import warnings
+        warnings.warn(f"forward Laplacian does not support {type(model).__name__}; using nested autograd",
+                      stacklevel=2)
+    return value_grad_laplacian

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import losses
 from .config import TrainConfig
-from .derivatives import value_and_grad, value_grad_laplacian
+from .derivatives import laplacian_operator, value_and_grad
 from .metrics import EvalSet, evaluate
 from .problem import PoissonProblem
 from .sampling import Sampler
@@ -95,10 +95,12 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
     sampler = Sampler(problem, config.sampler, config.seed, device, dtype)
     test = EvalSet.build(problem, config.n_test)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    laplacian = laplacian_operator(config.operator, model)
     state = TrainState(0, model, optimizer)
     bar = tqdm(total=config.steps, disable=not config.progress, dynamic_ncols=True, leave=False)
     start = time.perf_counter()
     record: dict = {}
+    status = "completed"
     for step in range(1, config.steps + 1):
         t0 = time.perf_counter()
         t = max((step - 1) / config.steps, state.train_time / config.time_limit if config.time_limit else 0.0)
@@ -113,10 +115,13 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
             interior = losses.ritz_interior(u, grad_u, f, problem.volume)
             bc = losses.boundary_penalty(model(x_bd).squeeze(-1), g, problem.boundary_area)
         else:
-            _, _, lap_u = value_grad_laplacian(model, x_in)
+            _, _, lap_u = laplacian(model, x_in)
             interior = losses.residual_interior(lap_u, f)
             bc = losses.boundary_penalty(model(x_bd).squeeze(-1), g)
         loss = interior + beta * bc
+        if not torch.isfinite(loss):  # stop at once: a NaN/Inf run is never reported as a result
+            status = "diverged"
+            break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -128,14 +133,17 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
                       "loss_boundary": bc.item(), **evaluate(model, test), "lr": lr, "beta": beta,
                       "train_time_s": state.train_time, "elapsed_s": time.perf_counter() - start}
             state.history.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.3e}", rel_l2=f"{record['rel_l2']:.2e}", lr=f"{lr:.1e}")
+            bar.set_postfix(interior=f"{record['loss_interior']:.3e}", boundary=f"{record['loss_boundary']:.2e}",
+                            rel_l2=f"{record['rel_l2']:.2e}", lr=f"{lr:.1e}")
             for hook in hooks:
                 hook(state)
         if done:
             break
     bar.close()
     wall = time.perf_counter() - start
-    metrics = {"status": "completed", **{k: record[k] for k in ("rel_l2", "rel_max", "rel_h1", "loss")},
+    metrics = {"status": status, **{k: record.get(k) if status == "completed" else None
+                                    for k in ("rel_l2", "rel_max", "rel_h1", "loss")},
                "steps": state.step, "wall_time_s": wall, "train_time_s": state.train_time,
-               "steps_per_s": state.step / state.train_time, "device": str(device), "dtype": config.dtype}
+               "steps_per_s": state.step / max(state.train_time, 1e-12), "device": str(device),
+               "dtype": config.dtype}
     return SolveResult(model, state.history, metrics)

@@ -130,7 +130,7 @@ class MscaleDNN(nn.Module):
             b = self.first.bias * self.K if self.scale_bias else self.first.bias
             return self.stack(self._first(self.K * Wx + b))
         # subnets: h has shape [N, batch, width]
-        Wx = torch.einsum("bi,nwi->nbw", x, self.W0)
+        Wx = torch.matmul(x, self.W0.transpose(1, 2))  # [N, batch, width], contiguous
         h = self._first(self.K * Wx + (self.K * self.b0 if self.scale_bias else self.b0))
         for W, b in zip(self.Ws, self.bs):
             z = self.activation(torch.baddbmm(b, h, W))

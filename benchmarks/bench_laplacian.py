@@ -1,0 +1,144 @@
+"""Time and peak memory of one training step of a strong-form loss:
+Laplacian + squared residual + backward to the parameters, by three exact methods:
+
+* forward  : mscalednn's forward Laplacian (one pass),
+* nested   : nested reverse-mode autograd, one torch.autograd.grad per input dimension on the
+             gradient (what DeepXDE does),
+* torch.func: vmap over points of the trace of jacfwd(jacrev(u)).
+
+Each (method, model, d) runs in a fresh process (median of repeats after warm-up); the table
+prints times and the ratio to nested autograd measured in the same run, and JSON is written.
+
+    python benchmarks/bench_laplacian.py                  # d in 2, 10, 50, 100
+    python benchmarks/bench_laplacian.py --quick --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("forward", "nested", "torch.func")
+MODELS = {"vanilla": "tanh", "mscale": "s2relu"}
+
+
+def build(model: str, d: int, width: int, depth: int):
+    from mscalednn.nn import MLP, MscaleDNN
+    if model == "vanilla":
+        return MLP(d, width=width, depth=depth, activation="tanh")
+    return MscaleDNN(d, scales="geometric:6", width=width, depth=depth, activation="s2relu",
+                     variant="first_layer")
+
+
+def laplacian_fn(method: str, net):
+    import torch
+    from mscalednn.derivatives import value_grad_laplacian
+    from mscalednn.forward_laplacian import forward_laplacian
+    if method == "forward":
+        return lambda x: forward_laplacian(net, x)[2]
+    if method == "nested":
+        return lambda x: value_grad_laplacian(net, x)[2]
+    from torch.func import functional_call, jacfwd, jacrev, vmap
+    params = dict(net.named_parameters())
+    buffers = dict(net.named_buffers())
+
+    def u(p, xi):
+        return functional_call(net, (p, buffers), (xi.unsqueeze(0),)).squeeze()
+
+    def lap(p, xi):
+        return torch.trace(jacfwd(jacrev(u, argnums=1), argnums=1)(p, xi))
+
+    return lambda x: vmap(lap, in_dims=(None, 0))(params, x)
+
+
+def worker(method: str, model: str, d: int, n: int, width: int, depth: int, reps: int, device: str) -> dict:
+    import torch
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    net = build(model, d, width, depth).to(dev)
+    x = torch.rand(n, d, device=dev)
+    f = torch.randn(n, device=dev)
+    lap = laplacian_fn(method, net)
+
+    def step():
+        net.zero_grad(set_to_none=True)
+        loss = (-lap(x) - f).square().mean()
+        loss.backward()
+        return loss
+
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, before any step
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    step()  # warm-up
+    sync()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
+            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+    return {"method": method, "model": model, "activation": MODELS[model], "d": d, "n": n,
+            "width": width, "depth": depth, "device": device, "reps": reps,
+            "time_s": times[len(times) // 2], "time_min_s": times[0],
+            "peak_mem_mb": peak, "baseline_rss_mb": base / 1024,
+            "peak_mem_note": "GPU max allocated" if dev.type == "cuda" else "rise of the process peak RSS over the step"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="d in {10, 100}, fewer repeats (< 1 minute)")
+    ap.add_argument("--json", default="benchmarks/out/laplacian.json")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--worker", nargs=3, metavar=("METHOD", "MODEL", "D"), help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--reps", type=int, default=None)
+    args = ap.parse_args()
+    reps = args.reps or (2 if args.quick else 7)
+    if args.worker:
+        method, model, d = args.worker
+        print(json.dumps(worker(method, model, int(d), args.n, args.width, args.depth, reps, args.device)))
+        return
+    dims = (10, 100) if args.quick else (2, 10, 50, 100)
+    methods = [m for m in args.methods if not (args.quick and m == "torch.func")]
+    records = []
+    print(f"{'model':8s} {'act':7s} {'d':>4s} {'method':11s} {'time ms':>9s} {'vs nested':>9s} {'peak MB':>8s}", flush=True)
+    for model in MODELS:
+        for d in dims:
+            row = {}
+            for method in methods:
+                cmd = [sys.executable, __file__, "--worker", method, model, str(d), "--n", str(args.n),
+                       "--width", str(args.width), "--depth", str(args.depth), "--reps", str(reps),
+                       "--device", args.device]
+                proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(f"{model:8s} {MODELS[model]:7s} {d:4d} {method:11s} failed: {proc.stderr.strip().splitlines()[-1:]}")
+                    continue
+                rec = json.loads(proc.stdout.strip().splitlines()[-1])
+                records.append(rec)
+                row[method] = rec
+            for method, rec in row.items():
+                ratio = row["nested"]["time_s"] / rec["time_s"] if "nested" in row else float("nan")
+                rec["speedup_vs_nested"] = ratio
+                print(f"{model:8s} {MODELS[model]:7s} {d:4d} {method:11s} {rec['time_s'] * 1e3:9.1f} "
+                      f"{ratio:8.2f}x {rec['peak_mem_mb']:8.0f}", flush=True)
+    path = ROOT / args.json
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
