@@ -134,9 +134,10 @@ def main() -> None:
                 rec["speedup_vs_nested"] = ratio
                 print(f"{model:8s} {MODELS[model]:7s} {d:4d} {method:11s} {rec['time_s'] * 1e3:9.1f} "
                       f"{ratio:8.2f}x {rec['peak_mem_mb']:8.0f}", flush=True)
+    from mscalednn.outputs import write_json
     path = ROOT / args.json
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(records, indent=2) + "\n")
+    write_json(path, records)
     print(f"wrote {path}")
 
 

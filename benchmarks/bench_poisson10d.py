@@ -63,9 +63,10 @@ def main() -> None:
                 records.append(r)
                 print(f"{problem:20s} {spec:8s} {budget:6.0f}s {r['rel_l2']:9.2e} {r['rel_max']:9.2e} "
                       f"{r['rel_h1']:9.2e} {r['steps']:7d} {r['steps_per_s']:8.1f} {r['params']:7d}", flush=True)
+    from mscalednn.outputs import write_json
     path = ROOT / args.json
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(records, indent=2) + "\n")
+    write_json(path, records)
     print(f"wrote {path}")
 
 

@@ -50,13 +50,13 @@ def activation_derivatives(act: nn.Module, z: torch.Tensor):
         return s, c, -s
     if isinstance(act, SReLU):
         m = _inside(z, 0.0, 1.0)
-        return act(z), m * (1 - 2 * z), -2 * m
-    if isinstance(act, S2ReLU):
+        return m * z * (1 - z), m * (1 - 2 * z), -2 * m
+    if isinstance(act, S2ReLU):  # s q with s = sin(2 pi z), q = z (1 - z), on (0, 1)
         m = _inside(z, 0.0, 1.0)
-        s, c, q = torch.sin(_TWO_PI * z), torch.cos(_TWO_PI * z), z * (1 - z)
-        d1 = _TWO_PI * c * q + s * (1 - 2 * z)
-        d2 = -_TWO_PI**2 * s * q + 2 * _TWO_PI * c * (1 - 2 * z) - 2 * s
-        return act(z), m * d1, m * d2
+        s, c, q, dq = torch.sin(_TWO_PI * z), torch.cos(_TWO_PI * z), z * (1 - z), 1 - 2 * z
+        d1 = _TWO_PI * c * q + s * dq
+        d2 = -_TWO_PI**2 * s * q + 2 * _TWO_PI * c * dq - 2 * s
+        return m * s * q, m * d1, m * d2
     if isinstance(act, Phi):
         m = _inside(z, 0.0, 3.0)
         d1 = 2 * (torch.relu(z) - 3 * torch.relu(z - 1) + 3 * torch.relu(z - 2) - torch.relu(z - 3))
@@ -122,8 +122,17 @@ def _fourier_pair(z: Jet, scale: float = 1.0) -> Jet:
                scale * torch.cat([-s * z.L - c * q, c * z.L - s * q], -1))
 
 
-def _stack(stack: DenseStack, h: Jet) -> Jet:
-    for layer in stack.layers:
+def _stack(stack: DenseStack, h: Jet | torch.Tensor) -> Jet:
+    """The stack on a jet, or on the input x itself (then the first layer's Jacobian is W)."""
+    for i, layer in enumerate(stack.layers):
+        if isinstance(h, torch.Tensor):  # first layer on x: J_x = I, so J_z = W, no matmul
+            x, h = h, None
+            z = _act(stack.activation, _first_layer_jet(x, layer.weight.T, layer.bias))
+            if stack.residual and z.v.shape == x.shape:
+                h = _input_jet(x)
+                z = Jet(h.v + z.v, h.J + z.J, h.L + z.L)
+            h = z
+            continue
         z = _act(stack.activation, _linear(h, layer.weight.T, layer.bias))
         if stack.residual and z.v.shape == h.v.shape:
             z = Jet(h.v + z.v, h.J + z.J, h.L + z.L)
@@ -140,6 +149,12 @@ def _first_layer_jet(x: torch.Tensor, Wt: torch.Tensor, b: torch.Tensor) -> Jet:
     return Jet(v, J, torch.zeros_like(v))
 
 
+def _input_jet(x: torch.Tensor) -> Jet:
+    d = x.shape[1]
+    eye = torch.eye(d, dtype=x.dtype, device=x.device)
+    return Jet(x, eye.unsqueeze(1).expand(d, *x.shape), torch.zeros_like(x))
+
+
 def forward_laplacian(model: nn.Module, x: torch.Tensor):
     """u [N], grad u [N, d] and Laplace u [N] of a scalar network in one forward pass."""
     if isinstance(model, MLP):
@@ -147,9 +162,7 @@ def forward_laplacian(model: nn.Module, x: torch.Tensor):
             z = _first_layer_jet(x, _TWO_PI * model.features.B.T, torch.zeros((), dtype=x.dtype, device=x.device))
             h = _fourier_pair(z)
         else:
-            d = x.shape[1]
-            eye = torch.eye(d, dtype=x.dtype, device=x.device)
-            h = Jet(x, eye.unsqueeze(1).expand(d, *x.shape), torch.zeros_like(x))
+            h = x
         out = _stack(model.stack, h)
     elif isinstance(model, MscaleDNN) and model.variant == "first_layer":
         b = model.first.bias * model.K if model.scale_bias else model.first.bias
