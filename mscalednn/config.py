@@ -21,6 +21,7 @@ expected form and the value received.
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 import dataclasses
 from dataclasses import dataclass, field
@@ -181,7 +182,6 @@ def build_run_config(data: dict) -> RunConfig:
 
 
 def _all_model_keys() -> list[str]:
-    import inspect
     return sorted({n for cls in MODELS.values() for n in inspect.signature(cls).parameters} - {"self", "in_dim"})
 
 

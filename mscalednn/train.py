@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from . import losses
 from .config import TrainConfig
 from .derivatives import laplacian_operator, value_and_grad
+from .errors import ConfigError
 from .metrics import EvalSet, evaluate
 from .problem import PoissonProblem
 from .sampling import Sampler
@@ -42,7 +43,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from .errors import ConfigError
         raise ConfigError("train.device", "expected a device that exists: no CUDA device is available",
                           name, hint="use device: cpu or auto")
     return torch.device(name)
