@@ -80,3 +80,11 @@ def test_out_must_be_new(tmp_path):
     assert r.returncode == 2
     assert r.stderr.startswith("mscale: error:") and len(r.stderr.strip().splitlines()) == 1
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("d", [1, 2, 10])
+def test_shipped_configs_have_comparable_parameter_counts(d):
+    from mscalednn import count_parameters, load_run_config
+    counts = [count_parameters(load_run_config(ROOT / f"configs/{name}.yaml").model.build(d))
+              for name in ("mscale", "vanilla")]
+    assert abs(counts[0] - counts[1]) <= 0.1 * max(counts), counts
