@@ -8,9 +8,12 @@ pass. :func:`laplacian_operator` picks one by name.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
+
+from .forward_laplacian import forward_laplacian, supports
 
 Field = Callable[[torch.Tensor], torch.Tensor]
 
@@ -35,7 +38,8 @@ def value_grad_laplacian(fn: Field, x: torch.Tensor, create_graph: bool = True):
     (g,) = torch.autograd.grad(u.sum(), x, create_graph=True)
     lap = torch.zeros_like(u)
     for i in range(x.shape[1]):
-        (h,) = torch.autograd.grad(g[:, i].sum(), x, create_graph=create_graph, retain_graph=True)
+        (h,) = torch.autograd.grad(g[:, i].sum(), x, create_graph=create_graph, retain_graph=True,
+                                   allow_unused=True, materialize_grads=True)  # linear u: h = 0
         lap = lap + h[:, i]
     return u, g, lap
 
@@ -46,14 +50,11 @@ def laplacian_operator(name: str, model: torch.nn.Module) -> Callable:
     ``auto`` is ``forward`` where every part of the model is supported, else ``autograd``;
     ``forward`` on an unsupported model warns once, naming it, and falls back to autograd.
     """
-    from .forward_laplacian import forward_laplacian, supports
-
     if name == "autograd":
         return value_grad_laplacian
     if supports(model):
         return forward_laplacian
     if name == "forward":
-        import warnings
         warnings.warn(f"forward Laplacian does not support {type(model).__name__}; using nested autograd",
                       stacklevel=2)
     return value_grad_laplacian

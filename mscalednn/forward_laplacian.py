@@ -122,21 +122,29 @@ def _fourier_pair(z: Jet, scale: float = 1.0) -> Jet:
                scale * torch.cat([-s * z.L - c * q, c * z.L - s * q], -1))
 
 
+def _add(a: Jet, b: Jet) -> Jet:
+    """The jet of a + b (a residual connection)."""
+    return Jet(a.v + b.v, a.J + b.J, a.L + b.L)
+
+
+def _dense(act: nn.Module, h: Jet, W: torch.Tensor, b: torch.Tensor, residual: bool) -> Jet:
+    """sigma(h W + b), plus h when ``residual`` and the widths match."""
+    z = _act(act, _linear(h, W, b))
+    return _add(h, z) if residual and z.v.shape == h.v.shape else z
+
+
 def _stack(stack: DenseStack, h: Jet | torch.Tensor) -> Jet:
     """The stack on a jet, or on the input x itself (then the first layer's Jacobian is W)."""
-    for i, layer in enumerate(stack.layers):
-        if isinstance(h, torch.Tensor):  # first layer on x: J_x = I, so J_z = W, no matmul
-            x, h = h, None
-            z = _act(stack.activation, _first_layer_jet(x, layer.weight.T, layer.bias))
-            if stack.residual and z.v.shape == x.shape:
-                h = _input_jet(x)
-                z = Jet(h.v + z.v, h.J + z.J, h.L + z.L)
-            h = z
-            continue
-        z = _act(stack.activation, _linear(h, layer.weight.T, layer.bias))
-        if stack.residual and z.v.shape == h.v.shape:
-            z = Jet(h.v + z.v, h.J + z.J, h.L + z.L)
-        h = z
+    layers = list(stack.layers)
+    if isinstance(h, torch.Tensor):
+        x = h
+        h = _input_jet(x)
+        if layers:  # first layer on x: J_x = I, so J_z = W without a matmul
+            first = layers.pop(0)
+            z = _act(stack.activation, _first_layer_jet(x, first.weight.T, first.bias))
+            h = _add(h, z) if stack.residual and z.v.shape == x.shape else z
+    for layer in layers:
+        h = _dense(stack.activation, h, layer.weight.T, layer.bias, stack.residual)
     return _linear(h, stack.out.weight.T, stack.out.bias)
 
 
@@ -175,8 +183,7 @@ def forward_laplacian(model: nn.Module, x: torch.Tensor):
         z = _first_layer_jet(x, Wt, b)                      # v [n, N, w], J [d, n, N, w]
         h = _fourier_pair(z, 0.5) if model.fourier else _act(model.first_activation, z)
         for W, bb in zip(model.Ws, model.bs):
-            zz = _act(model.activation, _linear(h, W, bb))
-            h = Jet(h.v + zz.v, h.J + zz.J, h.L + zz.L) if model.residual and zz.v.shape == h.v.shape else zz
+            h = _dense(model.activation, h, W, bb, model.residual)
         o = _linear(h, model.W_out, None)
         out = Jet(o.v.sum(0) + model.b_out, o.J.sum(1), o.L.sum(0))
     else:

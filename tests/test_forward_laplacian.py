@@ -50,3 +50,13 @@ def test_matches_nested_autograd(variant, act):
             assert p0 is None or p0.abs().max() == 0
             continue
         assert rel(p1, p0) < 1e-8 or (p1 - p0).abs().max() < 1e-12
+
+
+def test_linear_network_and_residual_first_layer():
+    """Edge cases: no hidden layer (Laplace u = 0), and a residual first layer (width = d)."""
+    torch.manual_seed(0)
+    x = torch.rand(20, 4, dtype=torch.float64)
+    for model in (MLP(4, width=8, depth=0).double(), MLP(4, width=4, depth=2, residual=True).double()):
+        for a, b in zip(value_grad_laplacian(model, x), forward_laplacian(model, x)):
+            assert (a - b).abs().max() < 1e-12
+    assert forward_laplacian(MLP(4, depth=0).double(), x)[2].abs().max() == 0
