@@ -2,7 +2,7 @@
 network in ONE forward pass, exactly.
 
 A jet (v, J, L) holds, for every hidden unit, its value v [..., N, w], its gradient with
-respect to the input J [d, ..., N, w] (the input direction first) and its Laplacian L [..., N, w].
+respect to the input J [..., N, d, w] and its Laplacian L [..., N, w].
 
     input layer:        v = x,            J = I,              L = 0
     z = W h + b:        v = W v_h + b,    J = W J_h,          L = W L_h
@@ -31,7 +31,19 @@ _TWO_PI = 2.0 * math.pi
 
 class Jet(NamedTuple):
     v: torch.Tensor   # [..., N, w]
-    J: torch.Tensor   # [d, ..., N, w]
+    J: torch.Tensor   # [..., N, d, w]
+    L: torch.Tensor   # [..., N, w]
+
+
+class FirstJet(NamedTuple):
+    """The jet of the first hidden layer sigma(x A + b), kept factored: J = D[..., N, 1, w] *
+    A[..., 1, d, w] with A the first layer's weights, the same at every point. The next linear
+    layer then needs one matmul of D [N, w] with a [w, d * out] matrix instead of building
+    J [N, d, w] and multiplying that."""
+
+    v: torch.Tensor   # [..., N, w]
+    D: torch.Tensor   # [..., N, w]
+    A: torch.Tensor   # [..., d, w]
     L: torch.Tensor   # [..., N, w]
 
 
@@ -102,92 +114,124 @@ def supports(model: nn.Module) -> bool:
     return True
 
 
+class _ScaleAndSquareNorm(torch.autograd.Function):
+    """(J, q) = (J_z * d1, sum_i J_z[i]^2) for J_z [..., N, d, w], d1 [..., N, w]: the two
+    operations of an activation on the big Jacobian tensor, with a hand-fused backward (four
+    passes over J_z instead of autograd's six; only J_z and d1 saved)."""
+
+    @staticmethod
+    def forward(ctx, Jz: torch.Tensor, d1: torch.Tensor):
+        ctx.save_for_backward(Jz, d1)
+        ctx.set_materialize_grads(False)
+        return Jz * d1.unsqueeze(-2), torch.linalg.vecdot(Jz, Jz, dim=-2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gJ: torch.Tensor | None, gq: torch.Tensor | None):
+        Jz, d1 = ctx.saved_tensors
+        if gJ is None:  # J unused (the last layer of a Laplacian-only loss)
+            return (None if gq is None else Jz * (2 * gq).unsqueeze(-2)), None
+        g_Jz = gJ * d1.unsqueeze(-2)
+        if gq is not None:
+            g_Jz.addcmul_(Jz, (2 * gq).unsqueeze(-2))
+        return g_Jz, torch.linalg.vecdot(gJ, Jz, dim=-2)
+
+
 def _act(act: nn.Module, z: Jet) -> Jet:
     s, d1, d2 = activation_derivatives(act, z.v)
-    return Jet(s, d1 * z.J, d1 * z.L + d2 * z.J.square().sum(dim=0))
+    J, q = _ScaleAndSquareNorm.apply(z.J, d1)
+    return Jet(s, J, torch.addcmul(d2 * q, d1, z.L))
 
 
-def _linear(h: Jet, W: torch.Tensor, b: torch.Tensor | None) -> Jet:
+def _first(act: nn.Module | None, x: torch.Tensor, Wt: torch.Tensor, b: torch.Tensor | None,
+           scale: float = 1.0) -> FirstJet:
+    """The first layer sigma(x Wt + b) on the input (J_x = I, L_x = 0): J_z = Wt, L_z = 0, so
+    J = sigma'(z) Wt stays factored and L = sigma''(z) |Wt|^2. ``act=None`` is the Fourier pair
+    scale * [cos z, sin z]. Wt: [..., d, w]."""
+    z = x @ Wt
+    z = z if b is None else z + b
+    q = Wt.square().sum(dim=-2, keepdim=True)                      # [..., 1, w]
+    if act is None:
+        c, s = torch.cos(z), torch.sin(z)
+        return FirstJet(scale * torch.cat([c, s], -1), scale * torch.cat([-s, c], -1),
+                        torch.cat([Wt, Wt], -1), -scale * torch.cat([c, s], -1) * torch.cat([q, q], -1))
+    s, d1, d2 = activation_derivatives(act, z)
+    return FirstJet(s, d1, Wt, d2 * q)
+
+
+def _linear(h: Jet | FirstJet, W: torch.Tensor, b: torch.Tensor | None) -> Jet:
     """z = h W + b with W [..., in, out] (already transposed)."""
     v = h.v @ W
-    return Jet(v if b is None else v + b, h.J @ W, h.L @ W)
+    v = v if b is None else v + b
+    if isinstance(h, FirstJet):
+        # J_z[n, i, j] = sum_k D[n, k] A[i, k] W[k, j]: one matmul of D with M[k, (i, j)] = A[i, k] W[k, j]
+        d, out = h.A.shape[-2], W.shape[-1]
+        M = h.A.transpose(-1, -2).unsqueeze(-1) * W.unsqueeze(-2)   # [..., in, d, out]
+        J = (h.D @ M.flatten(-2)).unflatten(-1, (d, out))
+    else:
+        J = (h.J.flatten(-3, -2) @ W).unflatten(-2, h.J.shape[-3:-1])
+    return Jet(v, J, h.L @ W)
 
 
-def _fourier_pair(z: Jet, scale: float = 1.0) -> Jet:
-    """scale * [cos z, sin z] along the last axis."""
-    c, s = torch.cos(z.v), torch.sin(z.v)
-    q = z.J.square().sum(dim=0)
-    return Jet(scale * torch.cat([c, s], -1),
-               scale * torch.cat([-s * z.J, c * z.J], -1),
-               scale * torch.cat([-s * z.L - c * q, c * z.L - s * q], -1))
+def _full(h: Jet | FirstJet) -> Jet:
+    if isinstance(h, FirstJet):
+        return Jet(h.v, h.D.unsqueeze(-2) * h.A.unsqueeze(-3), h.L)
+    return h
 
 
-def _add(a: Jet, b: Jet) -> Jet:
+def _add(a: Jet | FirstJet, b: Jet | FirstJet) -> Jet:
     """The jet of a + b (a residual connection)."""
+    a, b = _full(a), _full(b)
     return Jet(a.v + b.v, a.J + b.J, a.L + b.L)
 
 
-def _dense(act: nn.Module, h: Jet, W: torch.Tensor, b: torch.Tensor, residual: bool) -> Jet:
+def _dense(act: nn.Module, h: Jet | FirstJet, W: torch.Tensor, b: torch.Tensor, residual: bool) -> Jet:
     """sigma(h W + b), plus h when ``residual`` and the widths match."""
     z = _act(act, _linear(h, W, b))
     return _add(h, z) if residual and z.v.shape == h.v.shape else z
 
 
-def _stack(stack: DenseStack, h: Jet | torch.Tensor) -> Jet:
-    """The stack on a jet, or on the input x itself (then the first layer's Jacobian is W)."""
+def _input_jet(x: torch.Tensor) -> Jet:
+    N, d = x.shape
+    eye = torch.eye(d, dtype=x.dtype, device=x.device)
+    return Jet(x, eye.expand(N, d, d), torch.zeros_like(x))
+
+
+def _stack(stack: DenseStack, h: Jet | FirstJet | torch.Tensor) -> Jet:
+    """The stack on a jet, or on the input x itself (then its first layer is :func:`_first`)."""
     layers = list(stack.layers)
     if isinstance(h, torch.Tensor):
-        x = h
-        h = _input_jet(x)
-        if layers:  # first layer on x: J_x = I, so J_z = W without a matmul
+        x, h = h, _input_jet(h)
+        if layers:
             first = layers.pop(0)
-            z = _act(stack.activation, _first_layer_jet(x, first.weight.T, first.bias))
+            z = _first(stack.activation, x, first.weight.T, first.bias)
             h = _add(h, z) if stack.residual and z.v.shape == x.shape else z
     for layer in layers:
         h = _dense(stack.activation, h, layer.weight.T, layer.bias, stack.residual)
     return _linear(h, stack.out.weight.T, stack.out.bias)
 
 
-def _first_layer_jet(x: torch.Tensor, Wt: torch.Tensor, b: torch.Tensor) -> Jet:
-    """z = x Wt + b for the first layer, whose input Jacobian is Wt itself (J_x = I).
-
-    Wt: [..., d, w]; returns J [d, ..., N, w] broadcast over the points (no copy)."""
-    v = x @ Wt + b
-    J = Wt.movedim(-2, 0).unsqueeze(-2).expand(-1, *v.shape)
-    return Jet(v, J, torch.zeros_like(v))
-
-
-def _input_jet(x: torch.Tensor) -> Jet:
-    d = x.shape[1]
-    eye = torch.eye(d, dtype=x.dtype, device=x.device)
-    return Jet(x, eye.unsqueeze(1).expand(d, *x.shape), torch.zeros_like(x))
-
-
 def forward_laplacian(model: nn.Module, x: torch.Tensor):
     """u [N], grad u [N, d] and Laplace u [N] of a scalar network in one forward pass."""
     if isinstance(model, MLP):
+        h = x
         if isinstance(model.features, FourierFeatures):
-            z = _first_layer_jet(x, _TWO_PI * model.features.B.T, torch.zeros((), dtype=x.dtype, device=x.device))
-            h = _fourier_pair(z)
-        else:
-            h = x
+            h = _first(None, x, _TWO_PI * model.features.B.T, None)
         out = _stack(model.stack, h)
     elif isinstance(model, MscaleDNN) and model.variant == "first_layer":
         b = model.first.bias * model.K if model.scale_bias else model.first.bias
-        z = _first_layer_jet(x, model.first.weight.T * model.K, b)
-        h = _fourier_pair(z, 0.5) if model.fourier else _act(model.first_activation, z)
+        h = _first(None if model.fourier else model.first_activation, x, model.first.weight.T * model.K, b, 0.5)
         out = _stack(model.stack, h)
     elif isinstance(model, MscaleDNN):
         Wt = (model.W0 * model.K).transpose(1, 2)          # [n, d, w]
         b = model.K * model.b0 if model.scale_bias else model.b0
-        z = _first_layer_jet(x, Wt, b)                      # v [n, N, w], J [d, n, N, w]
-        h = _fourier_pair(z, 0.5) if model.fourier else _act(model.first_activation, z)
+        h = _first(None if model.fourier else model.first_activation, x, Wt, b, 0.5)  # v [n, N, w]
         for W, bb in zip(model.Ws, model.bs):
             h = _dense(model.activation, h, W, bb, model.residual)
         o = _linear(h, model.W_out, None)
-        out = Jet(o.v.sum(0) + model.b_out, o.J.sum(1), o.L.sum(0))
+        out = Jet(o.v.sum(0) + model.b_out, o.J.sum(0), o.L.sum(0))
     else:
         raise NotImplementedError(type(model).__name__)
     if out.v.shape[-1] != 1:
         raise ValueError("forward_laplacian needs a scalar network (out_dim = 1)")
-    return out.v[..., 0], out.J[..., 0].T, out.L[..., 0]
+    return out.v[..., 0], out.J[..., 0], out.L[..., 0]
