@@ -51,51 +51,83 @@ def _inside(z: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return ((z > lo) & (z < hi)).to(z.dtype)
 
 
-def activation_derivatives(act: nn.Module, z: torch.Tensor):
-    """(sigma(z), sigma'(z), sigma''(z)) for a registry activation, in closed form."""
+def _closed_forms(act: nn.Module, z: torch.Tensor):
+    """(sigma, sigma', sigma'', sigma''') at z for a registry activation, in closed form (for the
+    piecewise ones, the almost-everywhere derivatives)."""
     if isinstance(act, nn.Tanh):
         t = torch.tanh(z)
-        d1 = 1 - t * t
-        return t, d1, -2 * t * d1
+        t2 = t * t
+        d1 = 1 - t2
+        return t, d1, -2 * t * d1, (d1 - 2 * t2).mul_(-2 * d1)
     if isinstance(act, Sin):
         s, c = torch.sin(z), torch.cos(z)
-        return s, c, -s
+        return s, c, -s, -c
     if isinstance(act, SReLU):
         m = _inside(z, 0.0, 1.0)
-        return m * z * (1 - z), m * (1 - 2 * z), -2 * m
-    if isinstance(act, S2ReLU):  # s q with s = sin(2 pi z), q = z (1 - z), on (0, 1)
-        m = _inside(z, 0.0, 1.0)
-        s, c, q, dq = torch.sin(_TWO_PI * z), torch.cos(_TWO_PI * z), z * (1 - z), 1 - 2 * z
-        d1 = _TWO_PI * c * q + s * dq
-        d2 = -_TWO_PI**2 * s * q + 2 * _TWO_PI * c * dq - 2 * s
-        return m * s * q, m * d1, m * d2
+        return m * z * (1 - z), m * (1 - 2 * z), -2 * m, torch.zeros_like(z)
+    if isinstance(act, S2ReLU):  # S q with S = sin(w z), q = z (1 - z), w = 2 pi, on (0, 1)
+        w, m = _TWO_PI, _inside(z, 0.0, 1.0)
+        wz = w * z
+        S, C = torch.sin(wz).mul_(m), torch.cos(wz).mul_(m)
+        q, dq = torch.addcmul(z, z, z, value=-1), (-2 * z).add_(1)
+        Sq, Cq, Sdq, Cdq = S * q, C * q, S * dq, C * dq
+        return (Sq, torch.add(Sdq, Cq, alpha=w),
+                (2 * w * Cdq).add_(Sq, alpha=-w * w).add_(S, alpha=-2),
+                (-w**3 * Cq).add_(Sdq, alpha=-3 * w * w).add_(C, alpha=-6 * w))
     if isinstance(act, Phi):
         m = _inside(z, 0.0, 3.0)
         d1 = 2 * (torch.relu(z) - 3 * torch.relu(z - 1) + 3 * torch.relu(z - 2) - torch.relu(z - 3))
         d2 = 2 * ((z > 0).to(z.dtype) - 3 * (z > 1).to(z.dtype) + 3 * (z > 2).to(z.dtype) - (z > 3).to(z.dtype))
-        return act(z), m * d1, m * d2
+        return act(z), m * d1, m * d2, torch.zeros_like(z)
     if isinstance(act, nn.ReLU):
-        return torch.relu(z), (z > 0).to(z.dtype), torch.zeros_like(z)
+        zero = torch.zeros_like(z)
+        return torch.relu(z), (z > 0).to(z.dtype), zero, zero
     if isinstance(act, nn.Sigmoid):
         s = torch.sigmoid(z)
         d1 = s * (1 - s)
-        return s, d1, d1 * (1 - 2 * s)
+        d2 = d1 * (1 - 2 * s)
+        return s, d1, d2, d2 * (1 - 2 * s) - 2 * d1 * d1
     if isinstance(act, nn.Softplus) and act.beta == 1 and act.threshold == 20:
         s = torch.sigmoid(z)
-        return act(z), s, s * (1 - s)
+        d2 = s * (1 - s)
+        return act(z), s, d2, d2 * (1 - 2 * s)
     if isinstance(act, nn.SiLU):
         s = torch.sigmoid(z)
-        d1 = s * (1 + z * (1 - s))
-        return z * s, d1, s * (1 - s) * (2 + z * (1 - 2 * s))
+        p, r = s * (1 - s), 1 - 2 * s
+        return z * s, s * (1 + z * (1 - s)), p * (2 + z * r), p * (r * (3 + z * r) - 2 * z * p)
     if isinstance(act, nn.GELU) and act.approximate == "none":
         pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
         cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
-        return z * cdf, cdf + z * pdf, (2 - z * z) * pdf
+        return z * cdf, cdf + z * pdf, (2 - z * z) * pdf, z * (z * z - 4) * pdf
     if isinstance(act, nn.ELU) and act.alpha == 1.0:
-        e = torch.exp(torch.clamp(z, max=0.0))
-        pos = (z > 0).to(z.dtype)
-        return act(z), pos + (1 - pos) * e, (1 - pos) * e
+        neg = (z <= 0).to(z.dtype)
+        e = neg * torch.exp(torch.clamp(z, max=0.0))
+        return act(z), (1 - neg) + e, e, e
     raise NotImplementedError(type(act).__name__)
+
+
+class _Derivatives(torch.autograd.Function):
+    """(sigma, sigma', sigma'') at z, differentiable in z through sigma''' (closed forms: one
+    node in the graph instead of the dozens the formulas would make)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, act: nn.Module):
+        s, d1, d2, d3 = _closed_forms(act, z)
+        ctx.save_for_backward(d1, d2, d3)
+        ctx.set_materialize_grads(False)
+        return s, d1, d2
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gs, gd1, gd2):
+        terms = [g * d for g, d in zip((gs, gd1, gd2), ctx.saved_tensors) if g is not None]
+        return (sum(terms) if terms else None), None
+
+
+def activation_derivatives(act: nn.Module, z: torch.Tensor):
+    """(sigma(z), sigma'(z), sigma''(z)) for a registry activation, in closed form,
+    differentiable once in z."""
+    return _Derivatives.apply(z, act)
 
 
 def supports(model: nn.Module) -> bool:
@@ -108,7 +140,7 @@ def supports(model: nn.Module) -> bool:
     z = torch.zeros(1)
     try:
         for act in acts:
-            activation_derivatives(act, z)
+            _closed_forms(act, z)
     except NotImplementedError:
         return False
     return True
@@ -120,26 +152,27 @@ class _ScaleAndSquareNorm(torch.autograd.Function):
     passes over J_z instead of autograd's six; only J_z and d1 saved)."""
 
     @staticmethod
-    def forward(ctx, Jz: torch.Tensor, d1: torch.Tensor):
+    def forward(ctx, Jz: torch.Tensor, d1: torch.Tensor, need_J: bool):
         ctx.save_for_backward(Jz, d1)
         ctx.set_materialize_grads(False)
-        return Jz * d1.unsqueeze(-2), torch.linalg.vecdot(Jz, Jz, dim=-2)
+        return (Jz * d1.unsqueeze(-2) if need_J else None), torch.linalg.vecdot(Jz, Jz, dim=-2)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gJ: torch.Tensor | None, gq: torch.Tensor | None):
         Jz, d1 = ctx.saved_tensors
-        if gJ is None:  # J unused (the last layer of a Laplacian-only loss)
-            return (None if gq is None else Jz * (2 * gq).unsqueeze(-2)), None
+        if gJ is None:  # J not computed or unused
+            return (None if gq is None else Jz * (2 * gq).unsqueeze(-2)), None, None
         g_Jz = gJ * d1.unsqueeze(-2)
         if gq is not None:
             g_Jz.addcmul_(Jz, (2 * gq).unsqueeze(-2))
-        return g_Jz, torch.linalg.vecdot(gJ, Jz, dim=-2)
+        return g_Jz, torch.linalg.vecdot(gJ, Jz, dim=-2), None
 
 
-def _act(act: nn.Module, z: Jet) -> Jet:
+def _act(act: nn.Module, z: Jet, need_J: bool = True) -> Jet:
+    """sigma on a jet; ``need_J=False`` skips the output Jacobian (J = None)."""
     s, d1, d2 = activation_derivatives(act, z.v)
-    J, q = _ScaleAndSquareNorm.apply(z.J, d1)
+    J, q = _ScaleAndSquareNorm.apply(z.J, d1, need_J)
     return Jet(s, J, torch.addcmul(d2 * q, d1, z.L))
 
 
@@ -168,6 +201,8 @@ def _linear(h: Jet | FirstJet, W: torch.Tensor, b: torch.Tensor | None) -> Jet:
         d, out = h.A.shape[-2], W.shape[-1]
         M = h.A.transpose(-1, -2).unsqueeze(-1) * W.unsqueeze(-2)   # [..., in, d, out]
         J = (h.D @ M.flatten(-2)).unflatten(-1, (d, out))
+    elif h.J is None:
+        J = None
     else:
         J = (h.J.flatten(-3, -2) @ W).unflatten(-2, h.J.shape[-3:-1])
     return Jet(v, J, h.L @ W)
@@ -185,10 +220,12 @@ def _add(a: Jet | FirstJet, b: Jet | FirstJet) -> Jet:
     return Jet(a.v + b.v, a.J + b.J, a.L + b.L)
 
 
-def _dense(act: nn.Module, h: Jet | FirstJet, W: torch.Tensor, b: torch.Tensor, residual: bool) -> Jet:
+def _dense(act: nn.Module, h: Jet | FirstJet, W: torch.Tensor, b: torch.Tensor, residual: bool,
+           need_J: bool = True) -> Jet:
     """sigma(h W + b), plus h when ``residual`` and the widths match."""
-    z = _act(act, _linear(h, W, b))
-    return _add(h, z) if residual and z.v.shape == h.v.shape else z
+    if residual and W.shape[-1] == W.shape[-2]:
+        return _add(h, _act(act, _linear(h, W, b)))
+    return _act(act, _linear(h, W, b), need_J)
 
 
 def _input_jet(x: torch.Tensor) -> Jet:
@@ -197,7 +234,7 @@ def _input_jet(x: torch.Tensor) -> Jet:
     return Jet(x, eye.expand(N, d, d), torch.zeros_like(x))
 
 
-def _stack(stack: DenseStack, h: Jet | FirstJet | torch.Tensor) -> Jet:
+def _stack(stack: DenseStack, h: Jet | FirstJet | torch.Tensor, need_grad: bool) -> Jet:
     """The stack on a jet, or on the input x itself (then its first layer is :func:`_first`)."""
     layers = list(stack.layers)
     if isinstance(h, torch.Tensor):
@@ -206,32 +243,35 @@ def _stack(stack: DenseStack, h: Jet | FirstJet | torch.Tensor) -> Jet:
             first = layers.pop(0)
             z = _first(stack.activation, x, first.weight.T, first.bias)
             h = _add(h, z) if stack.residual and z.v.shape == x.shape else z
-    for layer in layers:
-        h = _dense(stack.activation, h, layer.weight.T, layer.bias, stack.residual)
+    for i, layer in enumerate(layers):
+        h = _dense(stack.activation, h, layer.weight.T, layer.bias, stack.residual, need_grad or i < len(layers) - 1)
     return _linear(h, stack.out.weight.T, stack.out.bias)
 
 
-def forward_laplacian(model: nn.Module, x: torch.Tensor):
-    """u [N], grad u [N, d] and Laplace u [N] of a scalar network in one forward pass."""
+def forward_laplacian(model: nn.Module, x: torch.Tensor, need_grad: bool = True):
+    """u [N], grad u [N, d] and Laplace u [N] of a scalar network in one forward pass.
+
+    ``need_grad=False`` returns None for grad u and saves the last layer's Jacobian work (for a
+    loss that uses only the Laplacian)."""
     if isinstance(model, MLP):
         h = x
         if isinstance(model.features, FourierFeatures):
             h = _first(None, x, _TWO_PI * model.features.B.T, None)
-        out = _stack(model.stack, h)
+        out = _stack(model.stack, h, need_grad)
     elif isinstance(model, MscaleDNN) and model.variant == "first_layer":
         b = model.first.bias * model.K if model.scale_bias else model.first.bias
         h = _first(None if model.fourier else model.first_activation, x, model.first.weight.T * model.K, b, 0.5)
-        out = _stack(model.stack, h)
+        out = _stack(model.stack, h, need_grad)
     elif isinstance(model, MscaleDNN):
         Wt = (model.W0 * model.K).transpose(1, 2)          # [n, d, w]
         b = model.K * model.b0 if model.scale_bias else model.b0
         h = _first(None if model.fourier else model.first_activation, x, Wt, b, 0.5)  # v [n, N, w]
-        for W, bb in zip(model.Ws, model.bs):
-            h = _dense(model.activation, h, W, bb, model.residual)
+        for i, (W, bb) in enumerate(zip(model.Ws, model.bs)):
+            h = _dense(model.activation, h, W, bb, model.residual, need_grad or i < len(model.Ws) - 1)
         o = _linear(h, model.W_out, None)
-        out = Jet(o.v.sum(0) + model.b_out, o.J.sum(0), o.L.sum(0))
+        out = Jet(o.v.sum(0) + model.b_out, None if o.J is None else o.J.sum(0), o.L.sum(0))
     else:
         raise NotImplementedError(type(model).__name__)
     if out.v.shape[-1] != 1:
         raise ValueError("forward_laplacian needs a scalar network (out_dim = 1)")
-    return out.v[..., 0], out.J[..., 0], out.L[..., 0]
+    return out.v[..., 0], (None if out.J is None else out.J[..., 0]), out.L[..., 0]
