@@ -63,7 +63,9 @@ class TrainConfig:
     seed: Annotated[int, Range(0)] = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
-    operator: Literal["auto", "forward", "autograd"] = "auto"
+    operator: Literal["auto", "forward", "autograd", "hutchinson"] = "auto"
+    probes: Count = 16
+    chunk: Count | None = None
     progress: bool = True
 
 

@@ -1,21 +1,29 @@
-"""Derivatives of a network u(x) with respect to its input.
+"""Derivatives of a network u(x) with respect to its input, and the operators that pick a method.
 
-``nested autograd``: grad u by one reverse pass, then one more reverse pass per input dimension
-for the diagonal of the Hessian (the peers' method); exact, and kept as the reference and the
-fallback. ``forward``: the forward Laplacian (:mod:`mscalednn.forward_laplacian`), exact, one
-pass. :func:`laplacian_operator` picks one by name.
+* ``autograd``: grad u by one reverse pass, then one more reverse pass per input dimension for
+  the diagonal of the Hessian (nested autograd, the peers' method); exact, for any module; the
+  reference and the fallback.
+* ``forward``: the forward Laplacian (:mod:`mscalednn.forward_laplacian`); exact, one pass.
+* ``hutchinson``: an unbiased estimate, Laplace u ~ (1/K) sum_k v_k^T (Hess u) v_k over K
+  Rademacher probes v_k (fresh at every call), by the forward pass with K input directions
+  instead of d: for very high dimension, where K << d.
+* ``auto``: ``forward`` where every part of the model is supported, else ``autograd``.
+
+Each operator is a function (x) -> (u [N], grad u [N, d] or None, Laplace u [N]).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 
 import torch
 
-from .forward_laplacian import forward_laplacian, supports
+from .forward_laplacian import forward_laplacian, supports, unsupported_part
 
 Field = Callable[[torch.Tensor], torch.Tensor]
+OPERATORS = ("auto", "forward", "autograd", "hutchinson")
 
 
 def _scalar(fn: Field, x: torch.Tensor) -> torch.Tensor:
@@ -44,17 +52,56 @@ def value_grad_laplacian(fn: Field, x: torch.Tensor, create_graph: bool = True):
     return u, g, lap
 
 
-def laplacian_operator(name: str, model: torch.nn.Module) -> Callable:
-    """The function (model, x) -> (u, grad u, Laplace u) for ``name`` in auto | forward | autograd.
+def rademacher(n: int, probes: int, d: int, like: torch.Tensor) -> torch.Tensor:
+    """Probe directions [n, probes, d] with entries +-1/sqrt(probes): E[sum_k v_k v_k^T] = I."""
+    signs = torch.randint(0, 2, (n, probes, d), device=like.device).to(like.dtype)
+    return (2 * signs - 1) / math.sqrt(probes)
 
-    ``auto`` is ``forward`` where every part of the model is supported, else ``autograd``;
-    ``forward`` on an unsupported model warns once, naming it, and falls back to autograd.
+
+def hutchinson_autograd(fn: Field, x: torch.Tensor, P: torch.Tensor, create_graph: bool = True):
+    """u [N] and sum_k p_k^T (Hess u) p_k [N] for directions P [N, K, d], by autograd
+    Hessian-vector products (one double backward per direction): the fallback estimator."""
+    x = x.detach().requires_grad_(True)
+    u = _scalar(fn, x)
+    (g,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+    est = torch.zeros_like(u)
+    for k in range(P.shape[1]):
+        (hv,) = torch.autograd.grad((g * P[:, k]).sum(), x, create_graph=create_graph, retain_graph=True,
+                                    allow_unused=True, materialize_grads=True)
+        est = est + (hv * P[:, k]).sum(dim=1)
+    return u, est
+
+
+_warned: set[str] = set()
+
+
+def _fallback_warning(model: torch.nn.Module, name: str) -> None:
+    part = unsupported_part(model)
+    if part not in _warned:
+        _warned.add(part)
+        warnings.warn(f"operator '{name}': the forward Laplacian does not know {part}; "
+                      "using nested autograd for this model", stacklevel=3)
+
+
+def laplacian_operator(name: str, model: torch.nn.Module, probes: int = 16) -> Callable:
+    """The function x -> (u, grad u or None, Laplace u) of ``model`` for operator ``name``.
+
+    ``forward`` or ``hutchinson`` on a model the forward pass does not know warns once, naming
+    the module, and falls back to autograd (nested, or Hessian-vector products).
     """
-    if name == "autograd":
-        return value_grad_laplacian
-    if supports(model):
-        return forward_laplacian
-    if name == "forward":
-        warnings.warn(f"forward Laplacian does not support {type(model).__name__}; using nested autograd",
-                      stacklevel=2)
-    return value_grad_laplacian
+    if name not in OPERATORS:
+        raise ValueError(f"operator must be one of {', '.join(OPERATORS)}, got {name!r}")
+    fast = supports(model)
+    if not fast and name in ("forward", "hutchinson"):
+        _fallback_warning(model, name)
+    if name == "hutchinson":
+        def hutchinson(x):
+            P = rademacher(x.shape[0], probes, x.shape[1], x)
+            if fast:
+                return forward_laplacian(model, x, directions=P)
+            u, est = hutchinson_autograd(model, x, P)
+            return u, None, est
+        return hutchinson
+    if name == "autograd" or not fast:
+        return lambda x: value_grad_laplacian(model, x)
+    return lambda x: forward_laplacian(model, x)

@@ -130,20 +130,29 @@ def activation_derivatives(act: nn.Module, z: torch.Tensor):
     return _Derivatives.apply(z, act)
 
 
+_KNOWN = (MLP, MscaleDNN, DenseStack, nn.Linear, FourierFeatures, nn.Identity, nn.ModuleList,
+          nn.ParameterList)
+
+
+def unsupported_part(model: nn.Module) -> str | None:
+    """The first part of ``model`` that :func:`forward_laplacian` does not know (a name for a
+    message), or None when it knows them all."""
+    if not isinstance(model, (MLP, MscaleDNN)):
+        return f"the model class {type(model).__name__}"
+    z = torch.zeros(1)
+    for name, module in model.named_modules():
+        if isinstance(module, _KNOWN):
+            continue
+        try:
+            _closed_forms(module, z)
+        except NotImplementedError:
+            return f"module '{name}' ({module!r})"
+    return None
+
+
 def supports(model: nn.Module) -> bool:
     """Whether :func:`forward_laplacian` knows every part of ``model``."""
-    if not isinstance(model, (MLP, MscaleDNN)):
-        return False
-    acts = [m for m in model.modules() if not isinstance(m, (MLP, MscaleDNN, DenseStack, nn.Linear,
-                                                                FourierFeatures, nn.Identity,
-                                                                nn.ModuleList, nn.ParameterList))]
-    z = torch.zeros(1)
-    try:
-        for act in acts:
-            _closed_forms(act, z)
-    except NotImplementedError:
-        return False
-    return True
+    return unsupported_part(model) is None
 
 
 class _ScaleAndSquareNorm(torch.autograd.Function):
@@ -176,13 +185,26 @@ def _act(act: nn.Module, z: Jet, need_J: bool = True) -> Jet:
     return Jet(s, J, torch.addcmul(d2 * q, d1, z.L))
 
 
+def _pair(z: Jet, scale: float) -> Jet:
+    """scale * [cos z, sin z] along the last axis, on a jet."""
+    c, s = torch.cos(z.v), torch.sin(z.v)
+    q = torch.linalg.vecdot(z.J, z.J, dim=-2)
+    return Jet(scale * torch.cat([c, s], -1),
+               scale * torch.cat([-s.unsqueeze(-2) * z.J, c.unsqueeze(-2) * z.J], -1),
+               scale * torch.cat([-s * z.L - c * q, c * z.L - s * q], -1))
+
+
 def _first(act: nn.Module | None, x: torch.Tensor, Wt: torch.Tensor, b: torch.Tensor | None,
-           scale: float = 1.0) -> FirstJet:
+           scale: float = 1.0, P: torch.Tensor | None = None) -> FirstJet | Jet:
     """The first layer sigma(x Wt + b) on the input (J_x = I, L_x = 0): J_z = Wt, L_z = 0, so
     J = sigma'(z) Wt stays factored and L = sigma''(z) |Wt|^2. ``act=None`` is the Fourier pair
-    scale * [cos z, sin z]. Wt: [..., d, w]."""
+    scale * [cos z, sin z]. Wt: [..., d, w]. With input directions P [N, K, d] instead of the
+    identity, J_z = P Wt at each point (a plain jet of K rows)."""
     z = x @ Wt
     z = z if b is None else z + b
+    if P is not None:
+        zj = Jet(z, P @ (Wt.unsqueeze(-3) if Wt.dim() == 3 else Wt), torch.zeros_like(z))
+        return _pair(zj, scale) if act is None else _act(act, zj)
     q = Wt.square().sum(dim=-2, keepdim=True)                      # [..., 1, w]
     if act is None:
         c, s = torch.cos(z), torch.sin(z)
@@ -228,44 +250,51 @@ def _dense(act: nn.Module, h: Jet | FirstJet, W: torch.Tensor, b: torch.Tensor, 
     return _act(act, _linear(h, W, b), need_J)
 
 
-def _input_jet(x: torch.Tensor) -> Jet:
+def _input_jet(x: torch.Tensor, P: torch.Tensor | None = None) -> Jet:
     N, d = x.shape
-    eye = torch.eye(d, dtype=x.dtype, device=x.device)
-    return Jet(x, eye.expand(N, d, d), torch.zeros_like(x))
+    J = torch.eye(d, dtype=x.dtype, device=x.device).expand(N, d, d) if P is None else P
+    return Jet(x, J, torch.zeros_like(x))
 
 
-def _stack(stack: DenseStack, h: Jet | FirstJet | torch.Tensor, need_grad: bool) -> Jet:
+def _stack(stack: DenseStack, h: Jet | FirstJet | torch.Tensor, need_grad: bool,
+           P: torch.Tensor | None = None) -> Jet:
     """The stack on a jet, or on the input x itself (then its first layer is :func:`_first`)."""
     layers = list(stack.layers)
     if isinstance(h, torch.Tensor):
-        x, h = h, _input_jet(h)
+        x, h = h, _input_jet(h, P)
         if layers:
             first = layers.pop(0)
-            z = _first(stack.activation, x, first.weight.T, first.bias)
+            z = _first(stack.activation, x, first.weight.T, first.bias, P=P)
             h = _add(h, z) if stack.residual and z.v.shape == x.shape else z
     for i, layer in enumerate(layers):
         h = _dense(stack.activation, h, layer.weight.T, layer.bias, stack.residual, need_grad or i < len(layers) - 1)
     return _linear(h, stack.out.weight.T, stack.out.bias)
 
 
-def forward_laplacian(model: nn.Module, x: torch.Tensor, need_grad: bool = True):
+def forward_laplacian(model: nn.Module, x: torch.Tensor, need_grad: bool = True,
+                      directions: torch.Tensor | None = None):
     """u [N], grad u [N, d] and Laplace u [N] of a scalar network in one forward pass.
 
     ``need_grad=False`` returns None for grad u and saves the last layer's Jacobian work (for a
-    loss that uses only the Laplacian)."""
+    loss that uses only the Laplacian). ``directions`` P [N, K, d] replaces the identity as the
+    input Jacobian: the third output is then sum_k p_k^T (Hess u) p_k at each point (the
+    Hutchinson estimate for random P) and grad u is None.
+    """
+    P = directions
+    need_grad = need_grad and P is None
     if isinstance(model, MLP):
         h = x
         if isinstance(model.features, FourierFeatures):
-            h = _first(None, x, _TWO_PI * model.features.B.T, None)
-        out = _stack(model.stack, h, need_grad)
+            h = _first(None, x, _TWO_PI * model.features.B.T, None, P=P)
+        out = _stack(model.stack, h, need_grad, P)
     elif isinstance(model, MscaleDNN) and model.variant == "first_layer":
         b = model.first.bias * model.K if model.scale_bias else model.first.bias
-        h = _first(None if model.fourier else model.first_activation, x, model.first.weight.T * model.K, b, 0.5)
+        h = _first(None if model.fourier else model.first_activation, x, model.first.weight.T * model.K, b, 0.5, P)
         out = _stack(model.stack, h, need_grad)
     elif isinstance(model, MscaleDNN):
         Wt = (model.W0 * model.K).transpose(1, 2)          # [n, d, w]
         b = model.K * model.b0 if model.scale_bias else model.b0
-        h = _first(None if model.fourier else model.first_activation, x, Wt, b, 0.5)  # v [n, N, w]
+        h = _first(None if model.fourier else model.first_activation, x, Wt, b, 0.5, P)  # v [n, N, w]
         for i, (W, bb) in enumerate(zip(model.Ws, model.bs)):
             h = _dense(model.activation, h, W, bb, model.residual, need_grad or i < len(model.Ws) - 1)
         o = _linear(h, model.W_out, None)
@@ -274,4 +303,4 @@ def forward_laplacian(model: nn.Module, x: torch.Tensor, need_grad: bool = True)
         raise NotImplementedError(type(model).__name__)
     if out.v.shape[-1] != 1:
         raise ValueError("forward_laplacian needs a scalar network (out_dim = 1)")
-    return out.v[..., 0], (None if out.J is None else out.J[..., 0]), out.L[..., 0]
+    return out.v[..., 0], (None if out.J is None or P is not None else out.J[..., 0]), out.L[..., 0]

@@ -3,7 +3,7 @@
     for each step:
         t = fraction of the budget used (steps or wall time, whichever is further)
         set lr(t), beta(t); resample collocation points every k steps
-        L = interior loss (Ritz or residual) + beta * boundary penalty
+        L = interior loss (Ritz or residual) + beta * boundary penalty, backward in chunks of points
         Adam step
         every n steps: evaluate errors on the fixed test set, log, call the hooks
 """
@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from . import losses
 from .config import TrainConfig
 from .derivatives import laplacian_operator, value_and_grad
+from .forward_laplacian import forward_laplacian, supports
 from .errors import ConfigError
 from .metrics import EvalSet, evaluate
 from .problem import PoissonProblem
@@ -66,6 +68,45 @@ def boundary_weight(config: TrainConfig, t: float) -> float:
     return config.beta * [m for start, m in BETA_STAGES if t >= start][-1]
 
 
+def auto_chunk(model: torch.nn.Module, dim: int, budget: int = 2**23) -> int:
+    """Points per backward pass so that a [points, dim, width] Jacobian tensor stays under
+    ``budget`` elements (32 MiB in float32), but never under 256 points."""
+    width = max((p.shape[-1] for p in model.parameters() if p.dim() >= 2), default=1)
+    return max(256, budget // (dim * width))
+
+
+def backward_in_chunks(loss_of: Callable, x: torch.Tensor, f: torch.Tensor, chunk: int) -> torch.Tensor:
+    """mean over points of loss_of(x, f) (a per-chunk mean), with one backward pass per chunk of
+    ``chunk`` points: the same parameter gradients as one backward of the whole mean (the loss is
+    a sum over points), with the memory of one chunk. Returns the loss value (no graph)."""
+    n, total = x.shape[0], torch.zeros((), dtype=x.dtype, device=x.device)
+    for xs, fs in zip(torch.split(x, chunk), torch.split(f, chunk)):
+        part = loss_of(xs, fs) * (xs.shape[0] / n)
+        part.backward()
+        total += part.detach()
+    return total
+
+
+def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig):
+    """The interior loss (x, f) -> mean over x, and the boundary penalty's weight.
+
+    Ritz needs grad u only: one reverse pass (``auto``, ``autograd``, ``hutchinson``) or the
+    forward Jacobian (``forward``). The residual loss needs Laplace u: the configured operator.
+    """
+    if config.loss == "ritz":
+        if config.operator == "forward" and supports(model):
+            def grad(x):
+                u, g, _ = forward_laplacian(model, x)
+                return u, g
+        else:
+            grad = partial(value_and_grad, model)
+        return (lambda x, f: losses.ritz_interior(*grad(x), f, problem.volume)), problem.boundary_area
+    laplacian = laplacian_operator(config.operator, model, config.probes)
+    if config.operator in ("auto", "forward") and supports(model):
+        laplacian = partial(forward_laplacian, model, need_grad=False)
+    return (lambda x, f: losses.residual_interior(laplacian(x)[2], f)), 1.0
+
+
 @dataclass
 class TrainState:
     """What the hooks see after each evaluation."""
@@ -95,7 +136,8 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
     sampler = Sampler(problem, config.sampler, config.seed, device, dtype)
     test = EvalSet.build(problem, config.n_test)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    laplacian = laplacian_operator(config.operator, model)
+    interior_loss, bc_weight = _interior_loss(problem, model, config)
+    chunk = config.chunk or auto_chunk(model, problem.dim)
     state = TrainState(0, model, optimizer)
     bar = tqdm(total=config.steps, disable=not config.progress, dynamic_ncols=True, leave=False)
     start = time.perf_counter()
@@ -110,20 +152,14 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
         if (step - 1) % config.resample_every == 0:
             x_in, x_bd = sampler.interior(config.n_interior), sampler.boundary(config.n_boundary)
             f, g = problem.f(x_in), problem.g(x_bd)
-        if config.loss == "ritz":
-            u, grad_u = value_and_grad(model, x_in)
-            interior = losses.ritz_interior(u, grad_u, f, problem.volume)
-            bc = losses.boundary_penalty(model(x_bd).squeeze(-1), g, problem.boundary_area)
-        else:
-            _, _, lap_u = laplacian(model, x_in)
-            interior = losses.residual_interior(lap_u, f)
-            bc = losses.boundary_penalty(model(x_bd).squeeze(-1), g)
-        loss = interior + beta * bc
+        optimizer.zero_grad(set_to_none=True)
+        interior = backward_in_chunks(interior_loss, x_in, f, chunk)
+        bc = losses.boundary_penalty(model(x_bd).squeeze(-1), g, bc_weight)
+        (beta * bc).backward()
+        loss = interior + beta * bc.detach()
         if not torch.isfinite(loss):  # stop at once: a NaN/Inf run is never reported as a result
             status = "diverged"
             break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         optimizer.step()
         state.step, state.train_time = step, state.train_time + time.perf_counter() - t0
         done = step == config.steps or (config.time_limit is not None and state.train_time >= config.time_limit)
