@@ -1,16 +1,23 @@
 """Time and peak memory of one training step of a strong-form loss:
 Laplacian + squared residual + backward to the parameters, by three exact methods:
 
-* forward  : mscalednn's forward Laplacian (one pass),
-* nested   : nested reverse-mode autograd, one torch.autograd.grad per input dimension on the
-             gradient (what DeepXDE does),
-* torch.func: vmap over points of the trace of jacfwd(jacrev(u)).
+* forward   : mscalednn's forward Laplacian, as the training loop runs it (points in chunks of
+              ``mscalednn.train.auto_chunk`` with a backward per chunk; one chunk at N = 2000
+              unless d * width is large),
+* nested    : nested reverse-mode autograd, one torch.autograd.grad per input dimension on the
+              gradient, all points at once (what DeepXDE does),
+* torch.func: vmap over points of the trace of jacfwd(jacrev(u)),
 
-Each (method, model, d) runs in a fresh process (median of repeats after warm-up); the table
-prints times and the ratio to nested autograd measured in the same run, and JSON is written.
+and, with ``--methods ... hutchinson``, the Hutchinson estimate (16 Rademacher probes; not exact).
+Every worker process calls ``mscalednn.runtime.tune_allocator()`` (as ``mscale`` does), whatever
+the method. Each (method, model, d) runs in a fresh process (median of repeats after a warm-up);
+the table prints times, the ratio to nested autograd measured in the same run, and peak memory;
+JSON is written. ``--check`` (meant for a GPU) compares each method's Laplacian on the device
+with the float64 CPU reference first.
 
     python benchmarks/bench_laplacian.py                  # d in 2, 10, 50, 100
     python benchmarks/bench_laplacian.py --quick --json out.json
+    python benchmarks/bench_laplacian.py --device cuda --check
 """
 
 from __future__ import annotations
@@ -37,13 +44,17 @@ def build(model: str, d: int, width: int, depth: int):
 
 
 def laplacian_fn(method: str, net):
+    """x -> Laplace u(x) [N] by ``method``."""
     import torch
-    from mscalednn.derivatives import value_grad_laplacian
+    from mscalednn.derivatives import laplacian_operator, value_grad_laplacian
     from mscalednn.forward_laplacian import forward_laplacian
     if method == "forward":
-        return lambda x: forward_laplacian(net, x)[2]
+        return lambda x: forward_laplacian(net, x, need_grad=False)[2]
     if method == "nested":
         return lambda x: value_grad_laplacian(net, x)[2]
+    if method == "hutchinson":
+        op = laplacian_operator("hutchinson", net, probes=16)
+        return lambda x: op(x)[2]
     from torch.func import functional_call, jacfwd, jacrev, vmap
     params = dict(net.named_parameters())
     buffers = dict(net.named_buffers())
@@ -57,20 +68,39 @@ def laplacian_fn(method: str, net):
     return lambda x: vmap(lap, in_dims=(None, 0))(params, x)
 
 
+def check(model: str, d: int, width: int, depth: int, device: str, methods) -> list[dict]:
+    """Each method's Laplacian on ``device`` (float32) against nested autograd in float64 on the CPU."""
+    import torch
+    from mscalednn.derivatives import value_grad_laplacian
+    torch.manual_seed(0)
+    net = build(model, d, width, depth)
+    x = torch.rand(256, d)
+    ref = value_grad_laplacian(net.double(), x.double())[2].detach()
+    net = net.float().to(device)
+    out = []
+    for method in methods:
+        lap = laplacian_fn(method, net)(x.to(device)).detach().double().cpu()
+        err = ((lap - ref).norm() / ref.norm()).item()
+        out.append({"method": method, "model": model, "d": d, "device": device, "rel_err_vs_cpu_float64": err})
+    return out
+
+
 def worker(method: str, model: str, d: int, n: int, width: int, depth: int, reps: int, device: str) -> dict:
     import torch
+    from mscalednn.runtime import tune_allocator
+    from mscalednn.train import auto_chunk, backward_in_chunks
+    tuned = tune_allocator()  # every method alike
     torch.manual_seed(0)
     dev = torch.device(device)
     net = build(model, d, width, depth).to(dev)
     x = torch.rand(n, d, device=dev)
     f = torch.randn(n, device=dev)
     lap = laplacian_fn(method, net)
+    chunk = auto_chunk(net, d) if method in ("forward", "hutchinson") else n  # nested: the peers' way
 
     def step():
         net.zero_grad(set_to_none=True)
-        loss = (-lap(x) - f).square().mean()
-        loss.backward()
-        return loss
+        return backward_in_chunks(lambda xs, fs: (-lap(xs) - fs).square().mean(), x, f, chunk)
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, before any step
@@ -89,6 +119,7 @@ def worker(method: str, model: str, d: int, n: int, width: int, depth: int, reps
             else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
     return {"method": method, "model": model, "activation": MODELS[model], "d": d, "n": n,
             "width": width, "depth": depth, "device": device, "reps": reps,
+            "chunk": chunk, "allocator_tuned": tuned,
             "time_s": times[len(times) // 2], "time_min_s": times[0],
             "peak_mem_mb": peak, "baseline_rss_mb": base / 1024,
             "peak_mem_note": "GPU max allocated" if dev.type == "cuda" else "rise of the process peak RSS over the step"}
@@ -105,6 +136,8 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--check", action="store_true", help="first compare each method's Laplacian on --device "
+                    "with the float64 CPU reference")
     args = ap.parse_args()
     reps = args.reps or (2 if args.quick else 7)
     if args.worker:
@@ -114,6 +147,13 @@ def main() -> None:
     dims = (10, 100) if args.quick else (2, 10, 50, 100)
     methods = [m for m in args.methods if not (args.quick and m == "torch.func")]
     records = []
+    if args.check:
+        for model in MODELS:
+            for d in dims:
+                for rec in check(model, d, args.width, args.depth, args.device, methods):
+                    print(f"check {model:8s} d={d:4d} {rec['method']:11s} rel. difference from CPU float64: "
+                          f"{rec['rel_err_vs_cpu_float64']:.2e}", flush=True)
+                    records.append(rec)
     print(f"{'model':8s} {'act':7s} {'d':>4s} {'method':11s} {'time ms':>9s} {'vs nested':>9s} {'peak MB':>8s}", flush=True)
     for model in MODELS:
         for d in dims:

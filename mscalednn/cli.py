@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from .errors import MscaleError
+from .runtime import tune_allocator
 
 DEFAULT_MODEL = Path("configs/mscale.yaml")
 # the same file beside the package, for a run started outside the repository (editable install)
@@ -86,6 +87,7 @@ def cmd_solve(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    tune_allocator()
     try:
         return {"solve": cmd_solve}[args.command](args)
     except MscaleError as exc:

@@ -45,7 +45,7 @@ Count = Annotated[int, Range(1)]
 class TrainConfig:
     """Training settings (the ``train:`` section). See README, "Configs", for each key."""
 
-    loss: Literal["ritz", "residual"] = "ritz"
+    loss: Literal["residual", "ritz"] = "residual"
     steps: Count = 20000
     time_limit: Positive | None = None
     lr: Positive = 1e-3

@@ -303,4 +303,4 @@ def forward_laplacian(model: nn.Module, x: torch.Tensor, need_grad: bool = True,
         raise NotImplementedError(type(model).__name__)
     if out.v.shape[-1] != 1:
         raise ValueError("forward_laplacian needs a scalar network (out_dim = 1)")
-    return out.v[..., 0], (None if out.J is None or P is not None else out.J[..., 0]), out.L[..., 0]
+    return out.v[..., 0], (out.J[..., 0] if need_grad else None), out.L[..., 0]

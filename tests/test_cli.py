@@ -88,3 +88,28 @@ def test_shipped_configs_have_comparable_parameter_counts(d):
     counts = [count_parameters(load_run_config(ROOT / f"configs/{name}.yaml").model.build(d))
               for name in ("mscale", "vanilla")]
     assert abs(counts[0] - counts[1]) <= 0.1 * max(counts), counts
+
+
+@pytest.mark.parametrize("operator", ["forward", "autograd", "hutchinson", "auto"])
+def test_every_operator_runs_from_the_command_line(operator, tmp_path, monkeypatch):
+    """--set train.operator=... is accepted; the exact operators train identically (float64)."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / operator
+    rc = main(["solve", "problems/poisson10d.yaml", "--out", str(out), *FAST, "--set", f"train.operator={operator}",
+               "--set", "train.dtype=float64", "--set", "train.chunk=40"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and math.isfinite(metrics["rel_l2"])
+    if operator != "hutchinson":
+        ref = tmp_path / "ref"
+        if not ref.exists():
+            assert main(["solve", "problems/poisson10d.yaml", "--out", str(ref), *FAST, "--set", "train.operator=autograd",
+                         "--set", "train.dtype=float64"]) == 0  # unchunked
+        expected = json.loads((ref / "metrics.json").read_text())["rel_l2"]
+        assert abs(metrics["rel_l2"] - expected) < 1e-9 * expected
+
+
+def test_bad_operator_is_one_line_error():
+    r = run_cli("solve", "problems/poisson10d.yaml", "--set", "train.operator=fastest")
+    assert r.returncode == 2
+    assert r.stderr.startswith("mscale: error:") and "hutchinson" in r.stderr and len(r.stderr.strip().splitlines()) == 1

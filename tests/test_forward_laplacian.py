@@ -60,3 +60,37 @@ def test_linear_network_and_residual_first_layer():
         for a, b in zip(value_grad_laplacian(model, x), forward_laplacian(model, x)):
             assert (a - b).abs().max() < 1e-12
     assert forward_laplacian(MLP(4, depth=0).double(), x)[2].abs().max() == 0
+
+
+@pytest.mark.parametrize("variant", ["mlp", "first_layer", "subnets_fourier_residual"])
+@pytest.mark.parametrize("act", ["tanh", "s2relu", "gelu"])
+def test_laplacian_only_loss_gradients(variant, act):
+    """need_grad=False (the residual loss) skips the last Jacobian; parameter gradients stay exact."""
+    torch.manual_seed(1)
+    model = VARIANTS[variant](3, act).double()
+    x = torch.rand(50, 3, dtype=torch.float64) * 0.8 + 0.1
+    _, g, lap = forward_laplacian(model, x, need_grad=False)
+    assert g is None
+    params = list(model.parameters())
+    ref = torch.autograd.grad(value_grad_laplacian(model, x)[2].square().mean(), params, allow_unused=True)
+    got = torch.autograd.grad(lap.square().mean(), params, allow_unused=True)
+    for a, b in zip(ref, got):
+        if a is not None:
+            assert rel(b, a) < 1e-8 or (a - b).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_closed_form_derivatives(act):
+    """sigma, sigma', sigma'', sigma''' against autograd, at points away from the kinks."""
+    from mscalednn.forward_laplacian import _closed_forms
+    from mscalednn.nn import get_activation
+    module = get_activation(act).double()
+    z = torch.linspace(-3.7, 3.7, 301, dtype=torch.float64)
+    z = z[(z - z.round()).abs() > 0.05]  # away from 0, 1, 2, 3, where the piecewise ones bend
+    z.requires_grad_(True)
+    derivs = [module(z)]
+    for _ in range(3):
+        (dz,) = torch.autograd.grad(derivs[-1].sum(), z, create_graph=True, allow_unused=True, materialize_grads=True)
+        derivs.append(dz)
+    for order, (mine, ref) in enumerate(zip(_closed_forms(module, z.detach()), derivs)):
+        assert torch.allclose(mine, ref.detach(), rtol=1e-10, atol=1e-10), (act, order)

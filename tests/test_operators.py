@@ -1,0 +1,120 @@
+"""Operator selection, the Hutchinson estimator, the fallback and chunked backward passes."""
+
+import itertools
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from mscalednn.derivatives import (hutchinson_autograd, laplacian_operator, rademacher,
+                                   value_grad_laplacian)
+from mscalednn.forward_laplacian import forward_laplacian, unsupported_part
+from mscalednn.nn import MLP, MscaleDNN
+from mscalednn.train import auto_chunk, backward_in_chunks
+
+D = 4
+
+
+def all_signs(n: int, d: int) -> torch.Tensor:
+    """Every +-1 vector of length d, for each of n points, scaled so that sum_k v v^T = I: [n, 2^d, d]."""
+    signs = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=d)), dtype=torch.float64)
+    return (signs / signs.shape[0] ** 0.5).expand(n, -1, -1)
+
+
+@pytest.mark.parametrize("model", [
+    MLP(D, width=10, depth=3, activation="tanh"),
+    MscaleDNN(D, scales=[1, 2, 4], width=6, depth=3, activation="s2relu"),
+    MscaleDNN(D, scales="geometric:3", width=12, depth=2, activation="tanh", variant="first_layer",
+              first_activation="sin", directions="mixed", pair_fraction=0.5),
+])
+def test_hutchinson_is_unbiased_exactly(model):
+    """Averaged over all 2^d sign vectors the Rademacher estimate IS the trace: exact unbiasedness."""
+    torch.manual_seed(0)
+    model = model.double()
+    x = torch.rand(30, D, dtype=torch.float64) * 0.8 + 0.1
+    exact = value_grad_laplacian(model, x)[2]
+    u, g, est = forward_laplacian(model, x, directions=all_signs(30, D))
+    assert g is None
+    assert torch.allclose(est, exact, rtol=1e-10, atol=1e-10)
+    # and a single probe v gives v^T H v (checked against autograd Hessian-vector products)
+    P = rademacher(30, 1, D, x)
+    assert torch.allclose(forward_laplacian(model, x, directions=P)[2], hutchinson_autograd(model, x, P)[1],
+                          rtol=1e-10, atol=1e-10)
+
+
+def test_hutchinson_mean_over_many_probes():
+    """The random operator: the mean over 400 calls (16 probes each) is within 5 standard errors."""
+    torch.manual_seed(3)
+    model = MLP(8, width=16, depth=3, activation="tanh").double()
+    x = torch.rand(10, 8, dtype=torch.float64)
+    exact = value_grad_laplacian(model, x)[2]
+    op = laplacian_operator("hutchinson", model, probes=16)
+    samples = torch.stack([op(x)[2].detach() for _ in range(400)])
+    se = samples.std(dim=0) / 400 ** 0.5
+    assert ((samples.mean(dim=0) - exact).abs() < 5 * se + 1e-12).all()
+    assert (samples.std(dim=0) > 0).any()  # it is random
+
+
+class Odd(nn.Module):
+    """A model the forward pass does not know."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(D, 8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.lin(x)) ** 3)
+
+
+def test_fallback_warns_once_naming_the_module_and_stays_exact():
+    torch.manual_seed(0)
+    model = Odd().double()
+    x = torch.rand(12, D, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="Odd"):
+        op = laplacian_operator("forward", model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        laplacian_operator("forward", model)  # once only
+        auto = laplacian_operator("auto", model)  # auto never warns
+    assert torch.allclose(op(x)[2], value_grad_laplacian(model, x)[2])
+    assert torch.allclose(auto(x)[2], value_grad_laplacian(model, x)[2])
+    # the Hutchinson fallback by Hessian-vector products is exact over all sign vectors
+    _, est = hutchinson_autograd(model, x, all_signs(12, D))
+    assert torch.allclose(est, value_grad_laplacian(model, x)[2], rtol=1e-10, atol=1e-12)
+
+
+def test_unsupported_activation_is_named():
+    model = MLP(D, width=6, depth=2, activation=nn.Hardswish())
+    assert "Hardswish" in unsupported_part(model)
+    assert unsupported_part(MLP(D)) is None
+
+
+def test_operator_names_are_checked():
+    with pytest.raises(ValueError, match="hutchinson"):
+        laplacian_operator("fast", MLP(D))
+
+
+def test_backward_in_chunks_equals_one_backward():
+    torch.manual_seed(0)
+    model = MscaleDNN(D, scales=[1, 2], width=8, depth=2, activation="tanh").double()
+    x, f = torch.rand(103, D, dtype=torch.float64), torch.randn(103, dtype=torch.float64)
+
+    def loss_of(xs, fs):
+        return (forward_laplacian(model, xs, need_grad=False)[2] + fs).square().mean()
+
+    full = loss_of(x, f)
+    ref = torch.autograd.grad(full, list(model.parameters()), allow_unused=True)  # b_out: unused
+    total = backward_in_chunks(loss_of, x, f, chunk=17)
+    assert abs(total.item() - full.item()) < 1e-12 * abs(full.item())
+    assert sum(a is not None for a in ref) == len(ref) - 1
+    for a, p in zip(ref, model.parameters()):
+        assert (a is None and p.grad is None) or torch.allclose(p.grad, a, rtol=1e-11, atol=1e-13)
+
+
+def test_auto_chunk_bounds_the_jacobian():
+    model = MLP(100, width=128, depth=3)
+    chunk = auto_chunk(model, 100)
+    assert chunk * 100 * 128 <= 2**23 and chunk >= 256
+    assert auto_chunk(MLP(10, width=128, depth=3), 10) > 2000  # small problems are not split
