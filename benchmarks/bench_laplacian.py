@@ -127,7 +127,7 @@ def worker(method: str, model: str, d: int, n: int, width: int, depth: int, reps
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="d in {10, 100}, fewer repeats (< 1 minute)")
+    ap.add_argument("--quick", action="store_true", help="d in {10, 100}, one timed step after a warm-up, no torch.func (< 1 minute)")
     ap.add_argument("--json", default="benchmarks/out/laplacian.json")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
@@ -139,7 +139,7 @@ def main() -> None:
     ap.add_argument("--check", action="store_true", help="first compare each method's Laplacian on --device "
                     "with the float64 CPU reference")
     args = ap.parse_args()
-    reps = args.reps or (2 if args.quick else 7)
+    reps = args.reps or (1 if args.quick else 7)
     if args.worker:
         method, model, d = args.worker
         print(json.dumps(worker(method, model, int(d), args.n, args.width, args.depth, reps, args.device)))

@@ -118,3 +118,15 @@ def test_auto_chunk_bounds_the_jacobian():
     chunk = auto_chunk(model, 100)
     assert chunk * 100 * 128 <= 2**23 and chunk >= 256
     assert auto_chunk(MLP(10, width=128, depth=3), 10) > 2000  # small problems are not split
+
+
+def test_tune_allocator_applies_on_linux_glibc():
+    import platform
+    import sys
+
+    from mscalednn import tune_allocator
+    applied = tune_allocator()
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert applied is True
+    else:
+        assert applied in (True, False)
