@@ -11,6 +11,20 @@ respect to the input J [..., N, d, w] and its Laplacian L [..., N, w].
 with |J_z|^2 summed over the d input directions. Backpropagation to the parameters through
 these formulas is ordinary autograd. For the compactly supported activations (sReLU, s2ReLU,
 phi) sigma'' is the almost-everywhere derivative (the strong form sees no delta terms).
+
+What keeps it fast (benchmarks/RESULTS.md measures each step):
+
+* the first layer's Jacobian sigma'(z) W is kept factored (:class:`FirstJet`): W is the same
+  at every point, so the second layer's Jacobian is ONE matmul of sigma'(z) [N, w] with a
+  [w, d * out] matrix, and the first [N, d, w] tensor is never built;
+* the Jacobian rows are laid out [..., N, d, w], so a linear layer is one matmul over N * d rows;
+* an activation's work on the Jacobian (J_z sigma', sum_i J_z^2) is one autograd node with a
+  hand-written backward, and (sigma, sigma', sigma'') is one node whose backward uses the
+  closed-form sigma''';
+* ``need_grad=False`` (a loss that needs only the Laplacian) skips the last Jacobian.
+
+``directions`` replaces the identity input Jacobian by K directions P [N, K, d]; the "Laplacian"
+then is sum_k p_k^T (Hess u) p_k, which for Rademacher P / sqrt(K) is Hutchinson's estimate.
 """
 
 from __future__ import annotations
