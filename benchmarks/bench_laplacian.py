@@ -8,7 +8,9 @@ Laplacian + squared residual + backward to the parameters, by three exact method
               gradient, all points at once (what DeepXDE does),
 * torch.func: vmap over points of the trace of jacfwd(jacrev(u)),
 
-and, with ``--methods ... hutchinson``, the Hutchinson estimate (16 Rademacher probes; not exact).
+and, with ``--methods ...``, ``forward+compile`` (the same under torch.compile, as
+``train.compile: true`` runs it; compilation happens in the warm-up step and is not timed)
+and ``hutchinson``, the Hutchinson estimate (16 Rademacher probes; not exact).
 Every worker process calls ``mscalednn.runtime.tune_allocator()`` (as ``mscale`` does), whatever
 the method. Each (method, model, d) runs in a fresh process (median of repeats after a warm-up);
 the table prints times, the ratio to nested autograd measured in the same run, and peak memory;
@@ -48,7 +50,7 @@ def laplacian_fn(method: str, net):
     import torch
     from mscalednn.derivatives import laplacian_operator, value_grad_laplacian
     from mscalednn.forward_laplacian import forward_laplacian
-    if method == "forward":
+    if method in ("forward", "forward+compile"):
         return lambda x: forward_laplacian(net, x, need_grad=False)[2]
     if method == "nested":
         return lambda x: value_grad_laplacian(net, x)[2]
@@ -88,7 +90,7 @@ def check(model: str, d: int, width: int, depth: int, device: str, methods) -> l
 def worker(method: str, model: str, d: int, n: int, width: int, depth: int, reps: int, device: str) -> dict:
     import torch
     from mscalednn.runtime import tune_allocator
-    from mscalednn.train import auto_chunk, backward_in_chunks
+    from mscalednn.train import auto_chunk, backward_in_chunks, compile_loss
     tuned = tune_allocator()  # every method alike
     torch.manual_seed(0)
     dev = torch.device(device)
@@ -96,11 +98,17 @@ def worker(method: str, model: str, d: int, n: int, width: int, depth: int, reps
     x = torch.rand(n, d, device=dev)
     f = torch.randn(n, device=dev)
     lap = laplacian_fn(method, net)
-    chunk = auto_chunk(net, d) if method in ("forward", "hutchinson") else n  # nested: the peers' way
+    chunk = n if method in ("nested", "torch.func") else auto_chunk(net, d)  # nested: the peers' way
+
+    def loss(xs, fs):
+        return (-lap(xs) - fs).square().mean()
+
+    if method == "forward+compile":  # as train.compile: true does; compiled in the warm-up step
+        loss = compile_loss(loss)
 
     def step():
         net.zero_grad(set_to_none=True)
-        return backward_in_chunks(lambda xs, fs: (-lap(xs) - fs).square().mean(), x, f, chunk)
+        return backward_in_chunks(loss, x, f, chunk)
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, before any step

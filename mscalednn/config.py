@@ -66,6 +66,7 @@ class TrainConfig:
     operator: Literal["auto", "forward", "autograd", "hutchinson"] = "auto"
     probes: Count = 16
     chunk: Count | None = None
+    compile: bool = False
     progress: bool = True
 
 

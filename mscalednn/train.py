@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -87,6 +88,26 @@ def backward_in_chunks(loss_of: Callable, x: torch.Tensor, f: torch.Tensor, chun
     return total
 
 
+def compile_loss(fn: Callable) -> Callable:
+    """``torch.compile(fn)``, falling back to ``fn`` with a warning if compiling fails (it needs
+    a C++ compiler on the CPU). Fuses the forward Laplacian's elementwise work: ~15-20% per
+    step at d = 10 on the development machine, after a compilation of 10-20 s."""
+    state = {"fn": torch.compile(fn)}
+
+    def call(*args):
+        try:
+            return state["fn"](*args)
+        except Exception as exc:  # any compile failure: run eagerly, say so once
+            if state["fn"] is fn:
+                raise
+            warnings.warn(f"train.compile: torch.compile failed ({type(exc).__name__}: {exc}); running "
+                          "without it", stacklevel=2)
+            state["fn"] = fn
+            return fn(*args)
+
+    return call
+
+
 def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig):
     """The interior loss (x, f) -> mean over x, and the boundary penalty's weight.
 
@@ -104,7 +125,11 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
     laplacian = laplacian_operator(config.operator, model, config.probes)
     if config.operator in ("auto", "forward") and supports(model):
         laplacian = partial(forward_laplacian, model, need_grad=False)
-    return (lambda x, f: losses.residual_interior(laplacian(x)[2], f)), 1.0
+
+    def residual(x, f):
+        return losses.residual_interior(laplacian(x)[2], f)
+
+    return (compile_loss(residual) if config.compile else residual), 1.0
 
 
 @dataclass
