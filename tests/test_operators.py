@@ -130,3 +130,37 @@ def test_tune_allocator_applies_on_linux_glibc():
         assert applied is True
     else:
         assert applied in (True, False)
+
+
+def test_compile_loss_falls_back_with_a_warning(monkeypatch):
+    """If torch.compile cannot compile (no C++ compiler, say), the loss still runs, eagerly."""
+    from mscalednn.train import compile_loss
+
+    def broken_compile(fn):
+        def raise_(*args):
+            raise RuntimeError("no compiler")
+        return raise_
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    loss = compile_loss(lambda a, b: (a - b).square().sum())
+    a, b = torch.ones(3), torch.zeros(3)
+    with pytest.warns(UserWarning, match="no compiler"):
+        assert loss(a, b).item() == 3.0
+    assert loss(a, b).item() == 3.0  # and stays eager, without another warning
+
+
+def test_compiled_training_matches_eager():
+    """train.compile: true trains the same network as eager mode (float64, a few steps)."""
+    import shutil
+
+    from mscalednn import MLP, PoissonProblem, TrainConfig, parse_expression, seed_everything, solve
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile needs a C++ compiler on the CPU")
+    problem = PoissonProblem(parse_expression("sum(sin(pi*x))", 2), lo=(0, 0), hi=(1, 1))
+    results = []
+    for compile_ in (False, True):
+        seed_everything(0)
+        cfg = TrainConfig(steps=5, n_interior=64, n_boundary=32, eval_every=5, n_test=100, dtype="float64",
+                          progress=False, compile=compile_, lr=1e-2)
+        results.append(solve(problem, MLP(2, width=16, depth=2), cfg).metrics["rel_l2"])
+    assert abs(results[0] - results[1]) < 1e-9 * results[0]
