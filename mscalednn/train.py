@@ -122,9 +122,10 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
         else:
             grad = partial(value_and_grad, model)
         return (lambda x, f: losses.ritz_interior(*grad(x), f, problem.volume)), problem.boundary_area
-    laplacian = laplacian_operator(config.operator, model, config.probes)
     if config.operator in ("auto", "forward") and supports(model):
-        laplacian = partial(forward_laplacian, model, need_grad=False)
+        laplacian = partial(forward_laplacian, model, need_grad=False)  # grad u not needed here
+    else:
+        laplacian = laplacian_operator(config.operator, model, config.probes)
 
     def residual(x, f):
         return losses.residual_interior(laplacian(x)[2], f)
