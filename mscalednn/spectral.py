@@ -1,0 +1,80 @@
+"""Spectral tools for the Frequency Principle measurements (REFERENCE.md section 2).
+
+* :func:`dft` / :func:`peaks` / :func:`delta_f`: the DFT of samples on a uniform grid, its
+  frequency peaks, and the relative error at the peaks Delta_F(k) = |h_k - y_k| / |y_k|.
+* :func:`nudft` / :func:`principal_direction`: the non-uniform DFT of samples projected on a
+  direction p, y_hat(k) = (1/n) sum_i y_i exp(-2 pi i k p.x_i) (the projection method).
+* :func:`gaussian_lowpass` / :func:`filter_errors`: the Gaussian split y = y_low + y_high,
+  y_low_i = sum_j y_j G(x_i - x_j) / sum_j G(x_i - x_j), G(z) = exp(-|z|^2 / (2 delta)), and
+  e_low, e_high (the filtering method); the n x n kernel is built in row blocks, never whole.
+
+All functions take and return NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def dft(y: np.ndarray) -> np.ndarray:
+    """(1/n) sum_j y_j exp(-2 pi i k j / n) for k = 0 .. n // 2 (real samples: the rest mirrors)."""
+    y = np.asarray(y, dtype=float)
+    return np.fft.rfft(y) / y.shape[0]
+
+
+def peaks(spectrum: np.ndarray, count: int | None = None, rel_height: float = 1e-3) -> np.ndarray:
+    """Indices of the strict local maxima of |spectrum| (k >= 1), low to high, ignoring those
+    below ``rel_height`` times the largest; the ``count`` largest of them if given."""
+    a = np.abs(np.asarray(spectrum))
+    k = np.arange(1, a.shape[0] - 1)
+    is_peak = (a[k] > a[k - 1]) & (a[k] > a[k + 1]) & (a[k] > rel_height * a.max())
+    found = k[is_peak]
+    if count is not None and found.size > count:
+        found = np.sort(found[np.argsort(a[found])[::-1][:count]])
+    return found
+
+
+def delta_f(h_hat: np.ndarray, y_hat: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Delta_F(k) = |h_hat_k - y_hat_k| / |y_hat_k| at the frequencies ``at``."""
+    return np.abs(h_hat[at] - y_hat[at]) / np.abs(y_hat[at])
+
+
+def principal_direction(x: np.ndarray) -> np.ndarray:
+    """The unit first principal component of the rows of x [n, d] (sign: largest entry positive)."""
+    x = np.asarray(x, dtype=float)
+    _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+    p = vt[0]
+    return p if p[np.argmax(np.abs(p))] > 0 else -p
+
+
+def nudft(y: np.ndarray, v: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """y_hat(k) = (1/n) sum_i y_i exp(-2 pi i k v_i) for each k in ``freqs`` (v_i = p . x_i)."""
+    y, v, freqs = np.asarray(y, dtype=float), np.asarray(v, dtype=float), np.asarray(freqs, dtype=float)
+    return np.exp(-2j * np.pi * np.outer(freqs, v)) @ y / y.shape[0]
+
+
+def gaussian_lowpass(x: np.ndarray, ys: np.ndarray, delta: float, block: int = 1024) -> np.ndarray:
+    """The Gaussian low-frequency part of each column of ys [n, m] (or of ys [n]) over points
+    x [n, d]: kernel rows built ``block`` at a time (memory ~ block * n, not n * n)."""
+    x = np.asarray(x, dtype=float)
+    ys = np.asarray(ys, dtype=float)
+    flat = ys.ndim == 1
+    ys = ys[:, None] if flat else ys
+    sq = (x * x).sum(axis=1)
+    out = np.empty_like(ys)
+    for start in range(0, x.shape[0], block):
+        rows = slice(start, start + block)
+        dist2 = np.maximum(sq[rows, None] + sq[None, :] - 2.0 * x[rows] @ x.T, 0.0)
+        G = np.exp(-dist2 / (2.0 * delta))
+        out[rows] = (G @ ys) / G.sum(axis=1, keepdims=True)
+    return out[:, 0] if flat else out
+
+
+def filter_errors(x: np.ndarray, y: np.ndarray, h: np.ndarray, delta: float, block: int = 1024):
+    """(e_low, e_high) = (||y_low - h_low|| / ||y_low||, ||y_high - h_high|| / ||y_high||)."""
+    y, h = np.asarray(y, dtype=float), np.asarray(h, dtype=float)
+    low = gaussian_lowpass(x, np.stack([y, h], axis=1), delta, block)
+    y_low, h_low = low[:, 0], low[:, 1]
+    y_high, h_high = y - y_low, h - h_low
+    return (float(np.linalg.norm(y_low - h_low) / np.linalg.norm(y_low)),
+            float(np.linalg.norm(y_high - h_high) / np.linalg.norm(y_high)))
