@@ -222,8 +222,9 @@ def _first(act: nn.Module | None, x: torch.Tensor, Wt: torch.Tensor, b: torch.Te
     q = Wt.square().sum(dim=-2, keepdim=True)                      # [..., 1, w]
     if act is None:
         c, s = torch.cos(z), torch.sin(z)
-        return FirstJet(scale * torch.cat([c, s], -1), scale * torch.cat([-s, c], -1),
-                        torch.cat([Wt, Wt], -1), -scale * torch.cat([c, s], -1) * torch.cat([q, q], -1))
+        cs = torch.cat([c, s], -1)
+        return FirstJet(scale * cs, scale * torch.cat([-s, c], -1), torch.cat([Wt, Wt], -1),
+                        -scale * cs * torch.cat([q, q], -1))
     s, d1, d2 = activation_derivatives(act, z)
     return FirstJet(s, d1, Wt, d2 * q)
 
@@ -274,12 +275,13 @@ def _stack(stack: DenseStack, h: Jet | FirstJet | torch.Tensor, need_grad: bool,
            P: torch.Tensor | None = None) -> Jet:
     """The stack on a jet, or on the input x itself (then its first layer is :func:`_first`)."""
     layers = list(stack.layers)
-    if isinstance(h, torch.Tensor):
-        x, h = h, _input_jet(h, P)
-        if layers:
-            first = layers.pop(0)
-            z = _first(stack.activation, x, first.weight.T, first.bias, P=P)
-            h = _add(h, z) if stack.residual and z.v.shape == x.shape else z
+    if isinstance(h, torch.Tensor) and not layers:
+        h = _input_jet(h, P)
+    elif isinstance(h, torch.Tensor):
+        x, first = h, layers.pop(0)
+        h = _first(stack.activation, x, first.weight.T, first.bias, P=P)
+        if stack.residual and h.v.shape == x.shape:
+            h = _add(_input_jet(x, P), h)
     for i, layer in enumerate(layers):
         h = _dense(stack.activation, h, layer.weight.T, layer.bias, stack.residual, need_grad or i < len(layers) - 1)
     return _linear(h, stack.out.weight.T, stack.out.bias)
