@@ -37,6 +37,24 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="random seed (same as --set train.seed=N)")
     s.add_argument("--out", metavar="DIR", default=None, help="run directory to create (default: runs/NAME-TIME)")
     s.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    c = sub.add_parser("compare", help="train several models on a problem under one budget, with "
+                                       "per-frequency convergence diagnostics",
+                       description="Train every model config on the problem in FILE with the same training "
+                                   "settings (those of the first config, plus --set and --budget) and seeds; "
+                                   "write summary.md, summary.json and plots into a new directory.")
+    c.add_argument("problem", metavar="FILE", help="problem YAML file (see problems/)")
+    c.add_argument("--models", metavar="CFG", nargs="+", required=True,
+                   help="model/training config files; the first one's train: section is used for all")
+    c.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds per model: train.seed, +1, ... (default 1)")
+    c.add_argument("--budget", metavar="B", default=None,
+                   help="training budget per run: seconds (300s, 5min) or steps (2000); default: the config's")
+    c.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override a config value for every model, e.g. --set train.steps=100 (repeatable)")
+    c.add_argument("--directions", choices=["axes", "principal"], default="axes",
+                   help="projection method directions: coordinate axes (default) or the principal "
+                        "direction of grad u*")
+    c.add_argument("--out", metavar="DIR", default=None, help="directory to create (default: runs/compare-NAME-TIME)")
+    c.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return p
 
 
@@ -67,7 +85,7 @@ def cmd_solve(args) -> int:
         save_checkpoint(out / "model.pt", net, run.model, problem.dim, {"step": step})
         write_history(out / "history.csv", history)
 
-    result = solve(problem, model, run.train, hooks=[lambda s: save(s.model, s.step, s.history)])
+    result = solve(problem, model, run.train, hooks=[lambda s: s.evaluated and save(s.model, s.step, s.history)])
     save(result.model, result.metrics["steps"], result.history)
     metrics = {**result.metrics, "params": params, "problem": problem.name, "model": run.model.kind,
                "versions": environment(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -85,11 +103,38 @@ def cmd_solve(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare, describe_budget, load_contenders
+    from .config import load_problem
+    from .errors import ConfigError
+    from .outputs import new_run_dir
+
+    if args.seeds < 1:
+        raise ConfigError("--seeds", "expected a positive number of seeds", args.seeds)
+    problem, _ = load_problem(args.problem)
+    contenders, notes = load_contenders(args.models, args.overrides, args.budget)
+    out = new_run_dir(args.out, f"compare-{Path(args.problem).stem}")
+    budget = describe_budget(contenders[0].run)
+    seeds = [contenders[0].run.train.seed + i for i in range(args.seeds)]
+    for note in notes:
+        print(f"mscale: note: {note}", file=sys.stderr)
+    print(f"mscale compare: {problem.name} (d={problem.dim}), models {', '.join(c.name for c in contenders)}, "
+          f"seeds {seeds}, {budget} -> {out}", file=sys.stderr)
+    summary = compare(problem, contenders, seeds, out, budget, notes, args.directions,
+                      log=lambda m: print(m, file=sys.stderr))
+    print(summary["verdict"])
+    for e in summary["models"]:
+        err = "diverged" if e["rel_l2_mean"] is None else f"{e['rel_l2_mean']:.3e} +/- {e['rel_l2_std']:.1e}"
+        print(f"  {e['model']:>12}: rel L2 {err}, {e['params']} parameters, {e['steps_per_s_mean']:.1f} steps/s")
+    print(f"outputs: {out}/ (summary.md, summary.json, {', '.join(summary['figures'])}, runs/)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     tune_allocator()
     try:
-        return {"solve": cmd_solve}[args.command](args)
+        return {"solve": cmd_solve, "compare": cmd_compare}[args.command](args)
     except MscaleError as exc:
         if args.debug:
             raise

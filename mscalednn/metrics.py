@@ -48,3 +48,12 @@ def evaluate(model: torch.nn.Module, test: EvalSet, batch: int = 4096) -> dict[s
         us.append(u.detach().cpu().double().numpy())
         gs.append(g.detach().cpu().double().numpy())
     return relative_errors(np.concatenate(us), test.u, np.concatenate(gs), test.grad_u)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: np.ndarray | torch.Tensor, batch: int = 8192) -> np.ndarray:
+    """The network's values u(x) [N] at points x [N, d], as float64 NumPy, in batches."""
+    p = next(model.parameters())
+    x = torch.as_tensor(x)
+    out = [model(xb.to(device=p.device, dtype=p.dtype)).reshape(-1).double().cpu() for xb in torch.split(x, batch)]
+    return torch.cat(out).numpy()

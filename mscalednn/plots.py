@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from .metrics import predict  # noqa: E402
 from .problem import PoissonProblem  # noqa: E402
 
 
@@ -32,11 +33,9 @@ def plot_history(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-@torch.no_grad()
 def plot_solution(problem: PoissonProblem, model: torch.nn.Module, path: Path, n: int = 201) -> None:
     """1D: u and u* on the interval. d >= 2: u*, u and |u - u*| on the slice through the
     centre spanned by the first two coordinates."""
-    p = next(model.parameters())
     lo, hi = np.asarray(problem.lo), np.asarray(problem.hi)
     centre = (lo + hi) / 2
     if problem.dim == 1:
@@ -45,9 +44,8 @@ def plot_solution(problem: PoissonProblem, model: torch.nn.Module, path: Path, n
         a, b = np.meshgrid(np.linspace(lo[0], hi[0], n), np.linspace(lo[1], hi[1], n), indexing="xy")
         x = np.tile(centre, (a.size, 1))
         x[:, 0], x[:, 1] = a.ravel(), b.ravel()
-    xt = torch.as_tensor(x, dtype=torch.float64)
-    exact = problem.u(xt).numpy()
-    pred = model(xt.to(device=p.device, dtype=p.dtype)).squeeze(-1).double().cpu().numpy()
+    exact = problem.u(torch.as_tensor(x, dtype=torch.float64)).numpy()
+    pred = predict(model, x)
     if problem.dim == 1:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
         ax1.plot(x[:, 0], exact, "k-", lw=2, label="exact u*")
@@ -71,3 +69,79 @@ def plot_solution(problem: PoissonProblem, model: torch.nn.Module, path: Path, n
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _by_model(records: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in records:
+        out.setdefault(r["model"], []).append(r)
+    return out
+
+
+def plot_compare_errors(records: list[dict], path: Path) -> None:
+    """Relative L2 error (on the frequency sample) against the step and against the training
+    time, every model in its colour, one line per seed."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
+    for colour, (model, runs) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, _by_model(records).items()):
+        for i, r in enumerate(runs):
+            snaps = r["frequency"]["snapshots"]
+            err = [s["rel_l2"] for s in snaps]
+            for ax, key in zip(axes, ("step", "train_time_s")):
+                ax.plot([s[key] for s in snaps], err, color=colour, alpha=0.9 if i == 0 else 0.45, lw=1.3,
+                        label=model if i == 0 else None)
+    for ax, xlabel in zip(axes, ("step", "training time (s)")):
+        ax.set(yscale="log", xlabel=xlabel, ylabel="relative L2 error")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    axes[0].set_title("error vs step (one line per seed)")
+    axes[1].set_title("error vs training time")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_frequency_heatmaps(records: list[dict], measurement: str, path: Path) -> bool:
+    """Delta_F (rows: frequencies low to high, columns: steps) of the first seed of every model,
+    side by side; RdBu, colour range 0.1..1 (blue: converged). False if there are no rows."""
+    runs = [rs[0] for rs in _by_model(records).values()]
+    rows = runs[0]["frequency"]["measurements"][measurement]["rows"]
+    if not rows:
+        return False
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs) + 1.2, 0.32 * len(rows) + 2.2),
+                             squeeze=False, sharey=True)
+    for ax, r in zip(axes[0], runs):
+        snaps = r["frequency"]["snapshots"]
+        steps = np.array([s["step"] for s in snaps], dtype=float)
+        edges = np.concatenate([[0.0], (steps[1:] + steps[:-1]) / 2, [steps[-1]]]) if len(steps) > 1 else np.array([0.0, steps[0]])
+        values = np.array([s[measurement] for s in snaps]).T
+        mesh = ax.pcolormesh(edges, np.arange(len(rows) + 1), values, cmap="RdBu", vmin=0.1, vmax=1.0)
+        ax.set(xlabel="step", title=f"{r['model']} (seed {r['seed']})")
+        ax.set_yticks(np.arange(len(rows)) + 0.5, rows)
+    axes[0][0].set_ylabel("frequency (low to high)")
+    fig.colorbar(mesh, ax=axes[0].tolist(), label="Delta_F = |h_k - u*_k| / |u*_k|", extend="both")
+    fig.suptitle(f"per-frequency error, {measurement} method", y=1.0 + 0.25 / (0.32 * len(rows) + 2.2))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def plot_filter_curves(records: list[dict], path: Path) -> bool:
+    """e_low and e_high against the step, one panel per model (one line per seed)."""
+    grouped = _by_model(records)
+    fig, axes = plt.subplots(1, len(grouped), figsize=(4.2 * len(grouped), 3.8), squeeze=False, sharey=True)
+    for ax, (model, runs) in zip(axes[0], grouped.items()):
+        for i, r in enumerate(runs):
+            snaps = r["frequency"]["snapshots"]
+            steps = [s["step"] for s in snaps]
+            e = np.array([s["filter"] for s in snaps])
+            ax.plot(steps, e[:, 0], color="tab:blue", alpha=0.9 if i == 0 else 0.4, label="e_low" if i == 0 else None)
+            ax.plot(steps, e[:, 1], color="tab:red", alpha=0.9 if i == 0 else 0.4, label="e_high" if i == 0 else None)
+        ax.set(yscale="log", xlabel="step", title=model)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    delta = records[0]["frequency"]["measurements"]["filter"]["delta"]
+    fig.suptitle(f"filtering method: Gaussian split, delta = {delta:.3g}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -1,7 +1,7 @@
 """Spectral tools for the Frequency Principle measurements (REFERENCE.md section 2).
 
-* :func:`dft` / :func:`peaks` / :func:`delta_f`: the DFT of samples on a uniform grid, its
-  frequency peaks, and the relative error at the peaks Delta_F(k) = |h_k - y_k| / |y_k|.
+* :func:`dft` / :func:`peaks` / :func:`peaks_nd` / :func:`delta_f`: the DFT of samples on a
+  uniform grid, its frequency peaks (1D, or on a grid of any dimension), and the relative error at the peaks Delta_F(k) = |h_k - y_k| / |y_k|.
 * :func:`nudft` / :func:`principal_direction`: the non-uniform DFT of samples projected on a
   direction p, y_hat(k) = (1/n) sum_i y_i exp(-2 pi i k p.x_i) (the projection method).
 * :func:`gaussian_lowpass` / :func:`filter_errors`: the Gaussian split y = y_low + y_high,
@@ -14,6 +14,7 @@ All functions take and return NumPy arrays.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 
 def dft(y: np.ndarray) -> np.ndarray:
@@ -24,11 +25,29 @@ def dft(y: np.ndarray) -> np.ndarray:
 
 def peaks(spectrum: np.ndarray, count: int | None = None, rel_height: float = 1e-3) -> np.ndarray:
     """Indices of the strict local maxima of |spectrum| (k >= 1), low to high, ignoring those
-    below ``rel_height`` times the largest; the ``count`` largest of them if given."""
+    below ``rel_height`` times the largest non-constant coefficient (k >= 1); the ``count``
+    largest of them if given."""
     a = np.abs(np.asarray(spectrum))
     k = np.arange(1, a.shape[0] - 1)
-    is_peak = (a[k] > a[k - 1]) & (a[k] > a[k + 1]) & (a[k] > rel_height * a.max())
-    found = k[is_peak]
+    is_peak = (a[k] > a[k - 1]) & (a[k] > a[k + 1]) & (a[k] > rel_height * a[1:].max())
+    return _largest(k[is_peak], a, count)
+
+
+def peaks_nd(spectrum: np.ndarray, count: int | None = None, rel_height: float = 1e-3) -> np.ndarray:
+    """Indices [m, ndim] of the strict local maxima of |spectrum| over its 3 x ... x 3
+    neighbourhoods (any number of axes; the border counts as lower), ignoring those below ``rel_height`` times the largest; the ``count`` largest if given."""
+    a = np.abs(np.asarray(spectrum))
+    footprint = np.ones((3,) * a.ndim, dtype=bool)
+    footprint[(1,) * a.ndim] = False
+    neighbours = ndimage.maximum_filter(a, footprint=footprint, mode="constant", cval=-np.inf)
+    is_peak = (a > neighbours) & (a > rel_height * a.max())
+    found = np.argwhere(is_peak)
+    if count is not None and len(found) > count:
+        found = found[np.argsort(a[tuple(found.T)])[::-1][:count]]
+    return found
+
+
+def _largest(found: np.ndarray, a: np.ndarray, count: int | None) -> np.ndarray:
     if count is not None and found.size > count:
         found = np.sort(found[np.argsort(a[found])[::-1][:count]])
     return found

@@ -5,7 +5,8 @@
         set lr(t), beta(t); resample collocation points every k steps
         L = interior loss (Ritz or residual) + beta * boundary penalty, backward in chunks of points
         Adam step
-        every n steps: evaluate errors on the fixed test set, log, call the hooks
+        every n steps: evaluate errors on the fixed test set, log
+        call the hooks (every step; they see whether errors were just evaluated)
 """
 
 from __future__ import annotations
@@ -135,13 +136,15 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
 
 @dataclass
 class TrainState:
-    """What the hooks see after each evaluation."""
+    """What the hooks see after every step (``evaluated``: the errors were just measured and
+    appended to ``history``)."""
 
     step: int
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     history: list[dict] = field(default_factory=list)
     train_time: float = 0.0
+    evaluated: bool = False
 
 
 @dataclass
@@ -190,15 +193,16 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
         state.step, state.train_time = step, state.train_time + time.perf_counter() - t0
         done = step == config.steps or (config.time_limit is not None and state.train_time >= config.time_limit)
         bar.update(1)
-        if step % config.eval_every == 0 or done or step == 1:
+        state.evaluated = step % config.eval_every == 0 or done or step == 1
+        if state.evaluated:
             record = {"step": step, "loss": loss.item(), "loss_interior": interior.item(),
                       "loss_boundary": bc.item(), **evaluate(model, test), "lr": lr, "beta": beta,
                       "train_time_s": state.train_time, "elapsed_s": time.perf_counter() - start}
             state.history.append(record)
             bar.set_postfix(interior=f"{record['loss_interior']:.3e}", boundary=f"{record['loss_boundary']:.2e}",
                             rel_l2=f"{record['rel_l2']:.2e}", lr=f"{lr:.1e}")
-            for hook in hooks:
-                hook(state)
+        for hook in hooks:
+            hook(state)
         if done:
             break
     bar.close()

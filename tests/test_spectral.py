@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mscalednn.spectral import (delta_f, dft, filter_errors, gaussian_lowpass, nudft, peaks,
+from mscalednn.spectral import (delta_f, dft, filter_errors, gaussian_lowpass, nudft, peaks, peaks_nd,
                                 principal_direction)
 
 
@@ -63,3 +63,16 @@ def test_filter_errors_separate_low_and_high_parts():
     assert e_low == 0.0 and e_high == 0.0
     e_low, e_high = filter_errors(x, y, low, delta=0.01)  # a fit missing the high part
     assert e_high > 0.5 and e_low < 0.2 * e_high
+
+
+def test_peaks_nd_finds_the_plane_waves_of_a_2d_grid():
+    n = 64
+    t = np.arange(n) / n
+    X, Y = np.meshgrid(t, t, indexing="ij")
+    f = np.sin(2 * np.pi * 3 * X) * np.sin(2 * np.pi * 2 * Y) + 0.1 * np.cos(2 * np.pi * (9 * X + 5 * Y))
+    F = np.fft.fftshift(np.fft.fft2(f) / f.size)
+    k = peaks_nd(F, rel_height=1e-3) - n // 2          # back to signed frequencies
+    found = {tuple(int(v) for v in row) for row in k}
+    assert found == {(3, 2), (-3, 2), (3, -2), (-3, -2), (9, 5), (-9, -5)}
+    top = peaks_nd(F, count=4) - n // 2
+    assert {tuple(int(v) for v in row) for row in top} == {(3, 2), (-3, 2), (3, -2), (-3, -2)}

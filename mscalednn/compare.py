@@ -1,0 +1,242 @@
+"""``mscale compare``: several models on one problem, the same training budget, several seeds.
+
+Every contender trains with the same ``train:`` settings (those of the first config, plus
+``--set`` and ``--budget``): the same steps or seconds, loss, optimizer and schedule, and, for
+a given seed, the same collocation points. Each run records a :class:`FrequencyMonitor`; the
+report aggregates the errors over seeds, the step at which each frequency converged, and one
+sentence that says who won by how much.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import RunConfig, apply_overrides, build_run_config, read_yaml
+from .errors import ConfigError
+from .frequency import FrequencyMonitor
+from .nn import count_parameters
+from .outputs import save_checkpoint, write_atomic, write_history, write_json
+from .problem import PoissonProblem
+from .train import seed_everything, solve
+
+ERRORS = ("rel_l2", "rel_max", "rel_h1")
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A model to compare: its name (the config file's stem), source file and settings."""
+
+    name: str
+    source: str
+    run: RunConfig
+
+
+def budget_overrides(text: str | None) -> list[str]:
+    """``--budget`` as ``--set`` overrides: "300s" / "5min" (training seconds; steps unbounded)
+    or "2000" (steps; no time limit)."""
+    if text is None:
+        return []
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|steps?)?\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise ConfigError("--budget", "expected training seconds (300s, 5min) or steps (2000)", text)
+    value, unit = float(m.group(1)), (m.group(2) or "steps")
+    if unit.startswith("step"):
+        if value != int(value):
+            raise ConfigError("--budget", "expected a whole number of steps", text)
+        return [f"train.steps={int(value)}", "train.time_limit=null"]
+    seconds = value * {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[unit]
+    return [f"train.time_limit={seconds:g}", "train.steps=1000000000"]
+
+
+def load_contenders(files: list[str], overrides: list[str], budget: str | None) -> tuple[list[Contender], list[str]]:
+    """The contenders, all with the first file's ``train:`` section plus the overrides; and a
+    note for every train setting of another file that this replaced."""
+    reference = read_yaml(files[0]).get("train") or {}
+    contenders, notes, names = [], [], set()
+    for path in files:
+        data = read_yaml(path)
+        own = data.get("train") or {}
+        if not isinstance(own, dict) or not isinstance(reference, dict):
+            raise ConfigError("train", "expected a mapping of training settings", own, source=path)
+        replaced = sorted(k for k in set(own) | set(reference) if own.get(k) != reference.get(k))
+        if replaced:
+            notes.append(f"{path}: train settings {', '.join(replaced)} replaced by those of {files[0]} "
+                         "(every model trains the same way)")
+        try:
+            run = build_run_config(apply_overrides({**data, "train": reference}, [*overrides, *budget_overrides(budget)]))
+        except ConfigError as exc:
+            raise exc.with_source(path) from None
+        name, n = Path(path).stem, 2
+        while name in names:
+            name, n = f"{Path(path).stem}-{n}", n + 1
+        names.add(name)
+        contenders.append(Contender(name, str(path), run))
+    return contenders, notes
+
+
+def run_contender(problem: PoissonProblem, contender: Contender, seed: int, out: Path,
+                  directions: str = "axes") -> dict:
+    """Train one contender with one seed; write its run files under ``out``; return its record."""
+    train = dataclasses.replace(contender.run.train, seed=seed)
+    seed_everything(seed)
+    model = contender.run.model.build(problem.dim)
+    monitor = FrequencyMonitor(problem, directions=directions)
+    result = solve(problem, model, train, hooks=[monitor])
+    monitor.finish(result.model, result.metrics["steps"], result.metrics["train_time_s"])
+    record = {"model": contender.name, "seed": seed, "params": count_parameters(model),
+              **result.metrics, "frequency": monitor.to_dict()}
+    out.mkdir(parents=True, exist_ok=False)
+    save_checkpoint(out / "model.pt", result.model, contender.run.model, problem.dim, {"step": result.metrics["steps"]})
+    write_history(out / "history.csv", result.history)
+    write_json(out / "run.json", record)
+    return record
+
+
+def _median_step(steps: list[int | None]) -> int | None:
+    """The median over seeds of the first step below the threshold; None unless more than half
+    of the seeds got there (an unreached seed counts as later than any reached one)."""
+    reached = sorted(s for s in steps if s is not None)
+    if len(reached) * 2 <= len(steps):
+        return None
+    ordered = reached + [None] * (len(steps) - len(reached))
+    return int(ordered[(len(steps) - 1) // 2])
+
+
+def summarize(contenders: list[Contender], records: list[dict], primary: str) -> list[dict]:
+    """One entry per contender: errors mean/std over the completed seeds, params, times, and per
+    frequency (of the ``primary`` measurement) the median step where Delta_F fell below 0.1."""
+    entries = []
+    for c in contenders:
+        runs = [r for r in records if r["model"] == c.name]
+        done = [r for r in runs if r["status"] == "completed"]
+        entry = {"model": c.name, "config": c.source, "kind": c.run.model.kind, "params": runs[0]["params"],
+                 "seeds": [r["seed"] for r in runs], "completed": len(done)}
+        for key in ERRORS:
+            values = [r[key] for r in done]
+            entry[f"{key}_mean"] = float(np.mean(values)) if values else None
+            entry[f"{key}_std"] = float(np.std(values)) if values else None
+            entry[f"{key}_per_seed"] = [r[key] for r in runs]
+        for key in ("wall_time_s", "train_time_s", "steps_per_s", "steps"):
+            entry[f"{key}_mean"] = float(np.mean([r[key] for r in runs]))
+        for name in runs[0]["frequency"]["measurements"]:
+            rows = runs[0]["frequency"]["measurements"][name]["rows"]
+            per_seed = [r["frequency"]["measurements"][name]["first_below"] for r in runs]
+            key = "freq_steps" if name == primary else f"freq_steps_{name}"
+            entry[key] = {row: _median_step([s[i] for s in per_seed]) for i, row in enumerate(rows)}
+            entry[f"{key}_per_seed"] = {row: [s[i] for s in per_seed] for i, row in enumerate(rows)}
+        entries.append(entry)
+    return entries
+
+
+def verdict(problem: PoissonProblem, entries: list[dict], budget: str) -> str:
+    """One sentence with the numbers: the lowest mean rel L2, how many times lower than each
+    other model, whether that is beyond the spread over seeds, and the slowest frequency."""
+    ranked = sorted((e for e in entries if e["rel_l2_mean"] is not None), key=lambda e: e["rel_l2_mean"])
+    failed = [e["model"] for e in entries if e["rel_l2_mean"] is None]
+    if not ranked:
+        return f"On {problem.name} no model completed a run ({budget})."
+    best, seeds = ranked[0], len(ranked[0]["seeds"])
+    parts = [f"On {problem.name} ({budget}, {seeds} seed{'s' * (seeds > 1)}), {best['model']} reached the lowest "
+             f"rel L2 error, {best['rel_l2_mean']:.2e} +/- {best['rel_l2_std']:.1e}"]
+    for other in ranked[1:]:
+        ratio = other["rel_l2_mean"] / best["rel_l2_mean"]
+        overlap = best["rel_l2_mean"] + best["rel_l2_std"] >= other["rel_l2_mean"] - other["rel_l2_std"]
+        parts.append(f"{ratio:.1f}x lower than {other['model']} ({other['rel_l2_mean']:.2e}"
+                     + (", within the spread over seeds)" if overlap else ")"))
+    text = parts[0] + (": " + "; ".join(parts[1:]) if parts[1:] else "")
+    slowest = _slowest_frequency(ranked)
+    if slowest:
+        text += f"; {slowest}"
+    if failed:
+        text += f"; {', '.join(failed)} did not complete (non-finite loss)"
+    return text + "."
+
+
+def _slowest_frequency(ranked: list[dict]) -> str:
+    """'its highest frequency k=23 fell below 0.1 at step 400 (vanilla: not reached, ...)'."""
+    rows = [r for r in ranked[0].get("freq_steps", {}) if r != "mean"]
+    if not rows:
+        return ""
+    row = rows[-1]
+    said = {e["model"]: e["freq_steps"][row] for e in ranked}
+    text = ", ".join(f"{m}: {'step ' + str(s) if s is not None else 'not reached'}" for m, s in said.items())
+    return f"Delta_F < 0.1 at the highest tracked frequency ({row}): {text}"
+
+
+def primary_measurement(problem: PoissonProblem) -> str:
+    """The measurement whose rows make ``freq_steps``: the grid DFT for d <= 2, else the projection."""
+    return "grid" if problem.dim <= 2 else "projection"
+
+
+def report_markdown(problem: PoissonProblem, entries: list[dict], sentence: str, budget: str, notes: list[str],
+                    figures: list[str]) -> str:
+    """summary.md: the table, the frequency steps, the verdict and the figures."""
+    def pm(e, key):
+        return "diverged" if e[f"{key}_mean"] is None else f"{e[f'{key}_mean']:.2e} ± {e[f'{key}_std']:.1e}"
+
+    lines = [f"# mscale compare: {problem.name} (d = {problem.dim})", "", f"Budget: {budget}. " + sentence, "",
+             "| model | params | rel L2 | rel max | rel H1 | train s | wall s | steps/s | steps | seeds done |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        lines.append(f"| {e['model']} | {e['params']:,} | {pm(e, 'rel_l2')} | {pm(e, 'rel_max')} | {pm(e, 'rel_h1')} | "
+                     f"{e['train_time_s_mean']:.1f} | {e['wall_time_s_mean']:.1f} | {e['steps_per_s_mean']:.1f} | "
+                     f"{e['steps_mean']:.0f} | {e['completed']}/{len(e['seeds'])} |")
+    lines += ["", "Mean ± standard deviation over seeds. Train s: time in training steps (the budget); "
+              "wall s: with evaluations and frequency snapshots.", ""]
+    rows = list(entries[0].get("freq_steps", {}))
+    if rows:
+        lines += ["## Step at which Delta_F first fell below 0.1 (median over seeds)", "",
+                  "| model | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+        for e in entries:
+            lines.append(f"| {e['model']} | " + " | ".join("—" if e["freq_steps"][r] is None else str(e["freq_steps"][r])
+                                                         for r in rows) + " |")
+        lines += ["", "—: not reached by more than half of the seeds."]
+    if notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
+    lines += ["", "## Figures", "", *[f"![{f}]({f})" for f in figures], ""]
+    return "\n".join(lines)
+
+
+def compare(problem: PoissonProblem, contenders: list[Contender], seeds: list[int], out: Path,
+            budget: str, notes: list[str] = (), directions: str = "axes", log=print) -> dict:
+    """Run every contender with every seed, then write summary.json, summary.md and the plots
+    into ``out``; returns the summary."""
+    from .plots import plot_compare_errors, plot_filter_curves, plot_frequency_heatmaps
+
+    records = []
+    for seed in seeds:
+        for c in contenders:
+            log(f"[{len(records) + 1}/{len(seeds) * len(contenders)}] {c.name}, seed {seed}")
+            r = run_contender(problem, c, seed, out / "runs" / f"{c.name}-seed{seed}", directions)
+            records.append(r)
+            log(f"    {r['status']}: rel L2 {r['rel_l2'] if r['rel_l2'] is None else format(r['rel_l2'], '.3e')} "
+                f"after {r['steps']} steps, {r['train_time_s']:.1f} s of training")
+    primary = primary_measurement(problem)
+    entries = summarize(contenders, records, primary)
+    sentence = verdict(problem, entries, budget)
+    figures = ["errors.png"]
+    plot_compare_errors(records, out / "errors.png")
+    for name in records[0]["frequency"]["measurements"]:
+        target = out / f"{name}.png"
+        drawn = (plot_filter_curves(records, target) if name == "filter"
+                 else plot_frequency_heatmaps(records, name, target))
+        if drawn:
+            figures.append(target.name)
+    summary = {"problem": problem.name, "dim": problem.dim, "budget": budget, "seeds": seeds,
+               "primary_measurement": primary, "verdict": sentence, "notes": list(notes), "models": entries,
+               "figures": figures}
+    write_json(out / "summary.json", summary)
+    write_atomic(out / "summary.md", report_markdown(problem, entries, sentence, budget, list(notes), figures))
+    return summary
+
+
+def describe_budget(run: RunConfig) -> str:
+    t = run.train
+    if t.time_limit is not None and t.steps >= 10 ** 8:
+        return f"{t.time_limit:g} s of training per run"
+    return f"{t.steps} steps" + (f" or {t.time_limit:g} s of training" if t.time_limit else "") + " per run"

@@ -1,0 +1,168 @@
+"""`mscale compare` and the per-frequency measurements it is built on."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mscalednn import PoissonProblem, TrainConfig, parse_expression, seed_everything, solve
+from mscalednn.cli import main
+from mscalednn.compare import _median_step, budget_overrides, load_contenders, verdict
+from mscalednn.errors import ConfigError
+from mscalednn.frequency import FrequencyMonitor, GridSpectrum, Projection, filter_delta
+from mscalednn.nn import MLP
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _problem(expr, dim, lo=-1.0, hi=1.0):
+    return PoissonProblem(parse_expression(expr, dim), (lo,) * dim, (hi,) * dim, "p")
+
+
+class Scaled(torch.nn.Module):
+    """c * u*(x): Delta_F = |1 - c| at every frequency."""
+
+    def __init__(self, problem):
+        super().__init__()
+        self.problem, self.c = problem, torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def forward(self, x):
+        return (self.c * self.problem.u(x.double()))[:, None]
+
+
+def test_grid_spectrum_finds_the_two_scales_and_measures_delta_f():
+    problem = _problem("sin(pi*x[0]) + 0.1*sin(23*pi*x[0])", 1)
+    grid = GridSpectrum(problem)
+    assert grid.rows == ["k=1", "k=23"]                   # cycles across [-1, 1]
+    y = problem.u(torch.as_tensor(grid.x)).numpy()
+    assert np.allclose(grid(y), 0.0, atol=1e-12)
+    assert np.allclose(grid(0.9 * y), 0.1, atol=1e-12)
+    assert np.allclose(grid(np.sin(np.pi * grid.x[:, 0])), [0.0, 1.0], atol=1e-12)  # only the low part fitted
+
+
+def test_grid_spectrum_2d_keeps_one_of_each_symmetric_pair_ordered_by_frequency():
+    problem = _problem("prod(sin(pi*x)) + 0.05*prod(sin(20*pi*x))", 2)
+    grid = GridSpectrum(problem)
+    assert grid.rows == ["k=(-1,1)", "k=(1,1)", "k=(-20,20)", "k=(20,20)"]
+
+
+def test_projection_along_axes_finds_each_axis_frequency_and_the_mean():
+    problem = _problem("3 + sin(2*pi*3*x[0]) + 0.2*sin(2*pi*8*x[1])", 3, 0.0, 1.0)
+    rng = np.random.default_rng(0)
+    x = rng.random((16384, 3))
+    y = problem.u(torch.as_tensor(x)).numpy()
+    proj = Projection(x, y, [(f"x{i + 1}", np.eye(3)[i]) for i in range(3)], np.zeros(3), np.ones(3))
+    assert proj.rows == ["mean", "x1: k=3", "x2: k=8"]     # nothing along x3
+    assert np.allclose(proj(y), 0.0, atol=1e-12)
+    assert np.allclose(proj(0.9 * y), 0.1, atol=1e-12)
+
+
+def test_filter_delta_splits_between_the_peaks_and_respects_the_sample_spacing():
+    x = np.linspace(0, 1, 2001)[:, None]
+    delta = filter_delta(x, [1.0, 16.0])                    # k_c = 4 cycles per unit
+    assert delta == pytest.approx(np.log(2) / (2 * np.pi ** 2 * 16))
+    sparse = np.random.default_rng(0).random((500, 10))    # 10-D: neighbours are far apart
+    assert filter_delta(sparse, [1.0, 16.0]) > 10 * delta
+
+
+def test_monitor_keeps_evenly_spaced_columns_and_the_first_crossing():
+    problem = _problem("sin(pi*x[0]) + 0.1*sin(23*pi*x[0])", 1)
+    monitor = FrequencyMonitor(problem, n_sample=2048, n_filter=500, max_columns=8)
+    model = Scaled(problem)
+
+    class State:
+        pass
+
+    state = State()
+    state.model = model
+    for step in range(1, 201):
+        model.c.data.fill_(step / 100)                       # Delta_F = |1 - step/100|
+        state.step, state.train_time = step, 0.01 * step
+        monitor(state)
+    steps = [s["step"] for s in monitor.snapshots]
+    assert 8 <= len(steps) < 16 and len(set(np.diff(steps))) == 1
+    # step 91 has Delta_F 0.09 but snapshots were 8 apart by then: 96 is the first one seen
+    assert monitor.every == 16
+    assert monitor.first_below["grid"] == [96, 96] and monitor.first_below["projection"] == [96, 96]
+
+
+def test_the_monitor_does_not_change_training():
+    problem = _problem("sin(pi*x[0]) + 0.1*sin(23*pi*x[0])", 1)
+    config = TrainConfig(steps=20, n_interior=128, n_boundary=2, lr=1e-2, progress=False, n_test=200,
+                         dtype="float64", seed=3)
+    errors = []
+    for hooks in ([], [FrequencyMonitor(problem, n_sample=1024, n_filter=200)]):
+        seed_everything(3)
+        errors.append(solve(problem, MLP(1, width=16, depth=2), config, hooks=hooks).metrics["rel_l2"])
+    assert errors[0] == errors[1]
+
+
+def test_budget_parses_seconds_and_steps():
+    assert budget_overrides("300s") == ["train.time_limit=300", "train.steps=1000000000"]
+    assert budget_overrides("5min")[0] == "train.time_limit=300"
+    assert budget_overrides("2000") == ["train.steps=2000", "train.time_limit=null"]
+    for bad in ("fast", "-3s", "0", "2.5"):
+        with pytest.raises(ConfigError, match="--budget"):
+            budget_overrides(bad)
+
+
+def test_contenders_share_the_first_configs_training_settings(tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text("model: {kind: mlp, width: 8, depth: 1}\ntrain: {lr: 0.5, steps: 7}\n")
+    contenders, notes = load_contenders([str(ROOT / "configs/vanilla.yaml"), str(other)], ["train.n_interior=64"], "40")
+    a, b = (c.run.train for c in contenders)
+    assert a == b and a.steps == 40 and a.lr == 3e-3 and a.n_interior == 64 and a.time_limit is None
+    assert len(notes) == 1 and "lr" in notes[0] and "steps" in notes[0]
+    assert [c.name for c in contenders] == ["vanilla", "other"]
+
+
+def test_median_step_needs_a_majority_of_seeds():
+    assert _median_step([10, 30, 20]) == 20
+    assert _median_step([10, None, 20]) == 20
+    assert _median_step([10, None, None]) is None
+    assert _median_step([None]) is None
+
+
+def test_verdict_names_the_winner_with_its_ratio():
+    problem = _problem("x[0]", 1)
+    entries = [{"model": "a", "rel_l2_mean": 1e-2, "rel_l2_std": 1e-3, "seeds": [0, 1], "freq_steps": {"k=1": 5, "k=9": None}},
+               {"model": "b", "rel_l2_mean": 1e-3, "rel_l2_std": 1e-4, "seeds": [0, 1], "freq_steps": {"k=1": 3, "k=9": 40}}]
+    text = verdict(problem, entries, "100 steps")
+    assert text.startswith("On p (100 steps, 2 seeds), b reached the lowest rel L2 error, 1.00e-03")
+    assert "10.0x lower than a" in text and "(k=9): b: step 40, a: not reached" in text
+
+
+def test_tiny_compare_on_a_1d_problem_writes_every_output(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    models = [str(ROOT / f"configs/{c}.yaml") for c in ("mscale", "vanilla", "fourier")]
+    code = main(["compare", str(ROOT / "problems/poisson1d_multiscale.yaml"), "--models", *models, "--seeds", "2",
+                 "--set", "train.steps=12", "--set", "train.n_interior=256", "--set", "train.n_boundary=2",
+                 "--set", "train.n_test=500", "--set", "train.progress=false", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [e["model"] for e in summary["models"]] == ["mscale", "vanilla", "fourier"]
+    for e in summary["models"]:
+        assert e["params"] > 30000 and e["completed"] == 2 and e["steps_mean"] == 12
+        assert 0 < e["rel_l2_mean"] < 10 and e["rel_l2_std"] >= 0 and e["wall_time_s_mean"] > 0
+        assert list(e["freq_steps"]) == ["k=1", "k=23"]
+        assert all(v is None or 1 <= v <= 12 for v in e["freq_steps"].values())
+    assert summary["verdict"] in capsys.readouterr().out
+    md = (out / "summary.md").read_text()
+    assert "| mscale |" in md and "| fourier |" in md and summary["verdict"] in md
+    for png in ("errors.png", "grid.png", "projection.png", "filter.png"):
+        assert (out / png).stat().st_size > 10000 and png in summary["figures"]
+    for model in ("mscale", "vanilla", "fourier"):
+        for seed in (0, 1):
+            run = json.loads((out / "runs" / f"{model}-seed{seed}" / "run.json").read_text())
+            assert run["seed"] == seed and run["frequency"]["snapshots"][-1]["step"] == 12
+            assert (out / "runs" / f"{model}-seed{seed}" / "model.pt").exists()
+
+
+def test_compare_rejects_bad_input_with_one_line(tmp_path, capsys):
+    args = ["compare", str(ROOT / "problems/poisson1d_multiscale.yaml"), "--models", str(ROOT / "configs/mscale.yaml")]
+    assert main([*args, "--budget", "soon", "--out", str(tmp_path / "a")]) == 2
+    assert main([*args, "--seeds", "0", "--out", str(tmp_path / "b")]) == 2
+    assert main([*args, "--set", "train.lr=-1", "--out", str(tmp_path / "c")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("mscale: error:") for line in lines)
