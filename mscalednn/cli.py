@@ -127,6 +127,9 @@ def cmd_compare(args) -> int:
         err = "diverged" if e["rel_l2_mean"] is None else f"{e['rel_l2_mean']:.3e} +/- {e['rel_l2_std']:.1e}"
         print(f"  {e['model']:>12}: rel L2 {err}, {e['params']} parameters, {e['steps_per_s_mean']:.1f} steps/s")
     print(f"outputs: {out}/ (summary.md, summary.json, {', '.join(summary['figures'])}, runs/)")
+    if not any(e["completed"] for e in summary["models"]):
+        print("mscale: error: every run diverged (non-finite loss); try a smaller train.lr", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -57,6 +57,7 @@ def load_contenders(files: list[str], overrides: list[str], budget: str | None) 
     """The contenders, all with the first file's ``train:`` section plus the overrides; and a
     note for every train setting of another file that this replaced."""
     reference = read_yaml(files[0]).get("train") or {}
+    budget_items = budget_overrides(budget)
     contenders, notes, names = [], [], set()
     for path in files:
         data = read_yaml(path)
@@ -68,7 +69,8 @@ def load_contenders(files: list[str], overrides: list[str], budget: str | None) 
             notes.append(f"{path}: train settings {', '.join(replaced)} replaced by those of {files[0]} "
                          "(every model trains the same way)")
         try:
-            run = build_run_config(apply_overrides({**data, "train": reference}, [*overrides, *budget_overrides(budget)]))
+            settings = apply_overrides({**data, "train": reference}, [*overrides, *budget_items])
+            run = build_run_config(settings)
         except ConfigError as exc:
             raise exc.with_source(path) from None
         name, n = Path(path).stem, 2
@@ -98,18 +100,25 @@ def run_contender(problem: PoissonProblem, contender: Contender, seed: int, out:
 
 
 def _median_step(steps: list[int | None]) -> int | None:
-    """The median over seeds of the first step below the threshold; None unless more than half
-    of the seeds got there (an unreached seed counts as later than any reached one)."""
+    """The median over seeds of the first step below the threshold (the upper one of the two
+    middle values for an even count); None unless more than half of the seeds got there (an
+    unreached seed counts as later than any reached one)."""
     reached = sorted(s for s in steps if s is not None)
     if len(reached) * 2 <= len(steps):
         return None
     ordered = reached + [None] * (len(steps) - len(reached))
-    return int(ordered[(len(steps) - 1) // 2])
+    return int(ordered[len(steps) // 2])
+
+
+def _spread(values: list[float]) -> float | None:
+    """The sample standard deviation (ddof = 1); 0 for a single value."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)
 
 
 def summarize(contenders: list[Contender], records: list[dict], primary: str) -> list[dict]:
-    """One entry per contender: errors mean/std over the completed seeds, params, times, and per
-    frequency (of the ``primary`` measurement) the median step where Delta_F fell below 0.1."""
+    """One entry per contender: errors mean/std over the completed seeds, params, times (over
+    the completed seeds too), and per frequency (of the ``primary`` measurement) the median step
+    where Delta_F fell below 0.1. A diverged run counts as "not reached"."""
     entries = []
     for c in contenders:
         runs = [r for r in records if r["model"] == c.name]
@@ -119,16 +128,19 @@ def summarize(contenders: list[Contender], records: list[dict], primary: str) ->
         for key in ERRORS:
             values = [r[key] for r in done]
             entry[f"{key}_mean"] = float(np.mean(values)) if values else None
-            entry[f"{key}_std"] = float(np.std(values)) if values else None
+            entry[f"{key}_std"] = _spread(values)
             entry[f"{key}_per_seed"] = [r[key] for r in runs]
         for key in ("wall_time_s", "train_time_s", "steps_per_s", "steps"):
-            entry[f"{key}_mean"] = float(np.mean([r[key] for r in runs]))
-        for name in runs[0]["frequency"]["measurements"]:
-            rows = runs[0]["frequency"]["measurements"][name]["rows"]
-            per_seed = [r["frequency"]["measurements"][name]["first_below"] for r in runs]
+            entry[f"{key}_mean"] = float(np.mean([r[key] for r in done or runs]))
+        for name, info in runs[0]["frequency"]["measurements"].items():
+            rows = info["rows"]
+            per_seed = [r["frequency"]["measurements"][name]["first_below"] if r["status"] == "completed"
+                        else [None] * len(rows) for r in runs]
             key = "freq_steps" if name == primary else f"freq_steps_{name}"
             entry[key] = {row: _median_step([s[i] for s in per_seed]) for i, row in enumerate(rows)}
             entry[f"{key}_per_seed"] = {row: [s[i] for s in per_seed] for i, row in enumerate(rows)}
+            if name == primary:
+                entry["freqs"] = dict(zip(rows, info["freqs"]))      # cycles per unit length
         entries.append(entry)
     return entries
 
@@ -140,14 +152,17 @@ def verdict(problem: PoissonProblem, entries: list[dict], budget: str) -> str:
     failed = [e["model"] for e in entries if e["rel_l2_mean"] is None]
     if not ranked:
         return f"On {problem.name} no model completed a run ({budget})."
-    best, seeds = ranked[0], len(ranked[0]["seeds"])
-    parts = [f"On {problem.name} ({budget}, {seeds} seed{'s' * (seeds > 1)}), {best['model']} reached the lowest "
+    best = ranked[0]
+    seeds, done = len(best["seeds"]), best["completed"]
+    counted = f"{seeds} seed{'s' * (seeds > 1)}" if done == seeds else f"{done} of {seeds} seeds completed"
+    parts = [f"On {problem.name} ({budget}, {counted}), {best['model']} reached the lowest "
              f"rel L2 error, {best['rel_l2_mean']:.2e} +/- {best['rel_l2_std']:.1e}"]
     for other in ranked[1:]:
         ratio = other["rel_l2_mean"] / best["rel_l2_mean"]
         overlap = best["rel_l2_mean"] + best["rel_l2_std"] >= other["rel_l2_mean"] - other["rel_l2_std"]
-        parts.append(f"{ratio:.1f}x lower than {other['model']} ({other['rel_l2_mean']:.2e}"
-                     + (", within the spread over seeds)" if overlap else ")"))
+        spread = ", within the spread over seeds" if overlap and min(best["completed"], other["completed"]) > 1 else ""
+        times = f"{ratio:.3g}" if ratio < 100 else f"{ratio:,.0f}"
+        parts.append(f"{times}x lower than {other['model']} ({other['rel_l2_mean']:.2e}{spread})")
     text = parts[0] + (": " + "; ".join(parts[1:]) if parts[1:] else "")
     slowest = _slowest_frequency(ranked)
     if slowest:
@@ -158,11 +173,11 @@ def verdict(problem: PoissonProblem, entries: list[dict], budget: str) -> str:
 
 
 def _slowest_frequency(ranked: list[dict]) -> str:
-    """'its highest frequency k=23 fell below 0.1 at step 400 (vanilla: not reached, ...)'."""
-    rows = [r for r in ranked[0].get("freq_steps", {}) if r != "mean"]
-    if not rows:
+    """'Delta_F < 0.1 at the highest tracked frequency (k=23): a: step 400, b: not reached'."""
+    freqs = {r: f for r, f in ranked[0].get("freqs", {}).items() if r != "mean"}
+    if not freqs:
         return ""
-    row = rows[-1]
+    row = max(freqs, key=freqs.get)
     said = {e["model"]: e["freq_steps"][row] for e in ranked}
     text = ", ".join(f"{m}: {'step ' + str(s) if s is not None else 'not reached'}" for m, s in said.items())
     return f"Delta_F < 0.1 at the highest tracked frequency ({row}): {text}"
@@ -193,8 +208,8 @@ def report_markdown(problem: PoissonProblem, entries: list[dict], sentence: str,
         lines += ["## Step at which Delta_F first fell below 0.1 (median over seeds)", "",
                   "| model | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
         for e in entries:
-            lines.append(f"| {e['model']} | " + " | ".join("—" if e["freq_steps"][r] is None else str(e["freq_steps"][r])
-                                                         for r in rows) + " |")
+            cells = ("—" if e["freq_steps"][r] is None else str(e["freq_steps"][r]) for r in rows)
+            lines.append(f"| {e['model']} | " + " | ".join(cells) + " |")
         lines += ["", "—: not reached by more than half of the seeds."]
     if notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
@@ -206,8 +221,6 @@ def compare(problem: PoissonProblem, contenders: list[Contender], seeds: list[in
             budget: str, notes: list[str] = (), directions: str = "axes", log=print) -> dict:
     """Run every contender with every seed, then write summary.json, summary.md and the plots
     into ``out``; returns the summary."""
-    from .plots import plot_compare_errors, plot_filter_curves, plot_frequency_heatmaps
-
     records = []
     for seed in seeds:
         for c in contenders:
@@ -216,6 +229,14 @@ def compare(problem: PoissonProblem, contenders: list[Contender], seeds: list[in
             records.append(r)
             log(f"    {r['status']}: rel L2 {r['rel_l2'] if r['rel_l2'] is None else format(r['rel_l2'], '.3e')} "
                 f"after {r['steps']} steps, {r['train_time_s']:.1f} s of training")
+    return write_report(problem, contenders, records, out, budget, notes)
+
+
+def write_report(problem: PoissonProblem, contenders: list[Contender], records: list[dict], out: Path,
+                 budget: str, notes: list[str] = ()) -> dict:
+    """summary.json, summary.md and the plots from the runs' records (``runs/*/run.json``)."""
+    from .plots import plot_compare_errors, plot_filter_curves, plot_frequency_heatmaps
+
     primary = primary_measurement(problem)
     entries = summarize(contenders, records, primary)
     sentence = verdict(problem, entries, budget)
@@ -227,7 +248,8 @@ def compare(problem: PoissonProblem, contenders: list[Contender], seeds: list[in
                  else plot_frequency_heatmaps(records, name, target))
         if drawn:
             figures.append(target.name)
-    summary = {"problem": problem.name, "dim": problem.dim, "budget": budget, "seeds": seeds,
+    summary = {"problem": problem.name, "dim": problem.dim, "budget": budget,
+               "seeds": sorted({r["seed"] for r in records}),
                "primary_measurement": primary, "verdict": sentence, "notes": list(notes), "models": entries,
                "figures": figures}
     write_json(out / "summary.json", summary)

@@ -10,14 +10,17 @@ one number per row:
   the direction along which u* varies most); rows are the peaks along each direction.
 * :class:`Filter` (any d): the Gaussian low/high split on a fixed sample; rows e_low, e_high.
 
-Frequencies k count cycles across the box (along p: across the box's extent p . x). Spectra are
-taken of the mean-free function times a Hann window across the box: the solution of a boundary
+Rows are labelled by k, the cycles across the box (along p: across the box's extent p . x); the
+``freqs`` lists give the same frequencies in cycles per unit length. Spectra are taken of the
+function minus the mean of u*, times a Hann window across the box: the solution of a boundary
 value problem is not periodic, and without the window the leakage of its smooth part buries the
-smaller peaks. The mean is a row of its own ("mean") when it is a sizeable part of u*.
+smaller peaks. (A constant offset of the network is therefore seen, at the lowest peaks.) The
+mean is a row of its own ("mean") when it is a sizeable part of u*.
 
 :class:`FrequencyMonitor` is a training hook that takes snapshots at steps k, 2k, 3k, ...; when
-2 * ``max_columns`` are stored it keeps every other one and doubles k, so any run length ends
-with ``max_columns`` to 2 * ``max_columns`` evenly spaced columns. The step at which each row
+2 * ``max_columns`` are stored it keeps every other one and doubles k, so a run of at least
+``max_columns`` steps ends with ``max_columns`` to 2 * ``max_columns`` - 1 evenly spaced columns
+(plus the final step). The step at which each row
 first falls below ``threshold`` is tracked at every snapshot taken.
 """
 
@@ -32,7 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from .metrics import predict
 from .problem import PoissonProblem
-from .spectral import delta_f, filter_errors, nudft, peaks, peaks_nd, principal_direction
+from .spectral import delta_f, filter_errors, gaussian_weights, nudft, peaks, peaks_nd, principal_direction
 
 MEAN_ROW_SHARE = 0.1  # the mean gets a row when |mean u*| > this times the rms of u* - mean
 
@@ -69,6 +72,7 @@ class GridSpectrum:
         hann = np.sin(np.pi * np.arange(n) / n) ** 2
         self.window = hann if d == 1 else np.outer(hann, hann)
         y = _exact(problem, self.x)
+        self.shift = float(y.mean())                             # the mean of u*, for u* and for h
         spectrum = np.abs(self._spectrum(y))
         spectrum[(n // 2,) * d] = 0.0                              # the zero frequency (after fftshift)
         k = peaks_nd(spectrum, count=None, rel_height=rel_height) - n // 2
@@ -76,15 +80,15 @@ class GridSpectrum:
         k = k[np.argsort(-spectrum[tuple((k + n // 2).T)], kind="stable")][:count]
         k = k[np.argsort(np.linalg.norm(k, axis=1), kind="stable")]
         self.index = tuple((k + n // 2).T)
-        self.freqs = [float(np.linalg.norm(row)) for row in k]
+        self.freqs = [float(np.linalg.norm(row / (hi - lo))) for row in k]       # cycles per unit length
         self.rows = [f"k={int(row[0])}" if d == 1 else f"k=({int(row[0])},{int(row[1])})" for row in k]
         self.y_hat = self._spectrum(y)
         self.y_mean = float(y.mean()) if _mean_row(y) else None
         if self.y_mean is not None:
             self.rows, self.freqs = ["mean", *self.rows], [0.0, *self.freqs]
 
-    def _spectrum(self, y: np.ndarray) -> np.ndarray:
-        z = (y - y.mean()).reshape(self.window.shape) * self.window
+    def _spectrum(self, h: np.ndarray) -> np.ndarray:
+        z = (h - self.shift).reshape(self.window.shape) * self.window
         return np.fft.fftshift(np.fft.fftn(z)) / z.size
 
     def __call__(self, h: np.ndarray) -> np.ndarray:
@@ -111,8 +115,8 @@ class Projection:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, directions: list[tuple[str, np.ndarray]],
                  lo: np.ndarray, hi: np.ndarray, count: int = 4, rel_height: float = 1e-2, max_k: int = 64):
-        self.x, self.rows, self.freqs, self._along = x, [], [], []
-        centred = y - y.mean()
+        self.x, self.rows, self.freqs, self._along, self.shift = x, [], [], [], float(y.mean())
+        centred = y - self.shift
         for label, p in directions:
             start = np.minimum(p * lo, p * hi).sum()
             extent = (np.abs(p) * (hi - lo)).sum()
@@ -131,7 +135,7 @@ class Projection:
             self.rows, self.freqs = ["mean", *self.rows], [0.0, *self.freqs]
 
     def __call__(self, h: np.ndarray) -> np.ndarray:
-        centred = h - h.mean()
+        centred = h - self.shift
         values = [np.abs(nudft(centred * w, s, ks) - y_hat) / np.abs(y_hat)
                   for s, w, ks, y_hat in self._along if len(ks)]
         if self.y_mean is not None:
@@ -143,7 +147,8 @@ class Filter:
     """e_low and e_high of the Gaussian split with variance ``delta`` on the sample x [n, d].
 
     Taken of the mean-free parts (u* - mean u*, h - mean u*), so that a large constant in u*
-    does not hide the error of the low part; the kernel is built in row blocks.
+    does not hide the error of the low part. The normalised kernel is built once, in row blocks
+    (n^2 floats: 32 MB for the default 2,000 points), and reused at every snapshot.
     """
 
     name = "filter"
@@ -151,16 +156,19 @@ class Filter:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, delta: float):
         self.x, self.y, self.delta, self.shift = x, y - y.mean(), delta, y.mean()
+        self.weights = gaussian_weights(x, delta)
 
     def __call__(self, h: np.ndarray) -> np.ndarray:
-        return np.array(filter_errors(self.x, self.y, h - self.shift, self.delta))
+        return np.array(filter_errors(self.x, self.y, h - self.shift, self.delta, weights=self.weights))
 
 
 def filter_delta(x: np.ndarray, freqs: list[float]) -> float:
-    """The Gaussian's variance: half power at k_c = sqrt(f_low f_high) cycles per unit length,
-    between the lowest and the highest positive peak frequency (delta = ln 2 / (2 pi^2 k_c^2)),
-    but at least the median squared nearest-neighbour distance of the sample, so that the
-    low part averages over neighbours in high dimension."""
+    """The Gaussian's variance: it passes half the amplitude (its transfer function is
+    exp(-2 pi^2 delta k^2)) at k_c = sqrt(f_low f_high) cycles per unit length, between the lowest
+    and the highest positive peak frequency (delta = ln 2 / (2 pi^2 k_c^2)); with one positive
+    peak, at half its frequency (the peak is then the high part, smoother content the low part);
+    but delta is at least the median squared nearest-neighbour distance of the sample, so that
+    the low part averages over neighbours in high dimension."""
     positive = sorted(f for f in freqs if f > 0)
     if positive:
         k_c = math.sqrt(positive[0] * positive[-1]) if positive[-1] > positive[0] else positive[0] / 2
@@ -173,8 +181,8 @@ def filter_delta(x: np.ndarray, freqs: list[float]) -> float:
 
 def directions_for(problem: PoissonProblem, kind: str, x: np.ndarray, max_axes: int = 10):
     """``axes``: the first ``max_axes`` coordinate axes. ``principal``: the first principal
-    component of grad u* on the sample (the direction along which u* varies most; uniform
-    points in a box have no preferred direction of their own)."""
+    component of grad u* on the sample (the direction along which the slope of u* varies most;
+    uniform points in a box have no preferred direction of their own)."""
     if kind == "axes":
         return [(f"x{i + 1}", np.eye(problem.dim)[i]) for i in range(min(problem.dim, max_axes))]
     if kind == "principal":
@@ -205,8 +213,9 @@ class FrequencyMonitor:
         self.x, self.y = x, y
         self.measurements = [GridSpectrum(problem)] if problem.dim <= 2 else []
         self.measurements.append(Projection(x, y, directions_for(problem, directions, x), lo, hi))
-        freqs = [f / ((hi - lo).mean() if m.name == "grid" else 1.0) for m in self.measurements for f in m.freqs]
-        self.measurements.append(Filter(x[:n_filter], y[:n_filter], filter_delta(x[:n_filter], freqs)))
+        freqs = [f for m in self.measurements for f in m.freqs]
+        if np.ptp(y[:n_filter]) > 0:  # a constant u* has no low/high split
+            self.measurements.append(Filter(x[:n_filter], y[:n_filter], filter_delta(x[:n_filter], freqs)))
         self.max_columns, self.threshold, self.every = max_columns, threshold, 1
         self.snapshots: list[dict] = []
         self.first_below = {m.name: [None] * len(m.rows) for m in self.measurements}

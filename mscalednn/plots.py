@@ -78,6 +78,17 @@ def _by_model(records: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
+def delta_f_heatmap(ax, steps, values: np.ndarray, rows: list[str], xlabel: str = "step"):
+    """Delta_F [rows, snapshots] as a heat map on ``ax``: columns at the given steps, rows low
+    to high frequency from the bottom, RdBu with colour range 0.1..1 (red: converged, blue: not yet)."""
+    steps = np.asarray(steps, dtype=float)
+    edges = np.concatenate([[0.0], (steps[1:] + steps[:-1]) / 2, [steps[-1]]])
+    mesh = ax.pcolormesh(edges, np.arange(len(rows) + 1), values, cmap="RdBu", vmin=0.1, vmax=1.0)
+    ax.set_yticks(np.arange(len(rows)) + 0.5, rows)
+    ax.set_xlabel(xlabel)
+    return mesh
+
+
 def plot_compare_errors(records: list[dict], path: Path) -> None:
     """Relative L2 error (on the frequency sample) against the step and against the training
     time, every model in its colour, one line per seed."""
@@ -102,7 +113,7 @@ def plot_compare_errors(records: list[dict], path: Path) -> None:
 
 def plot_frequency_heatmaps(records: list[dict], measurement: str, path: Path) -> bool:
     """Delta_F (rows: frequencies low to high, columns: steps) of the first seed of every model,
-    side by side; RdBu, colour range 0.1..1 (blue: converged). False if there are no rows."""
+    side by side; RdBu, colour range 0.1..1 (red: converged). False if there are no rows."""
     runs = [rs[0] for rs in _by_model(records).values()]
     rows = runs[0]["frequency"]["measurements"][measurement]["rows"]
     if not rows:
@@ -111,12 +122,8 @@ def plot_frequency_heatmaps(records: list[dict], measurement: str, path: Path) -
                              squeeze=False, sharey=True)
     for ax, r in zip(axes[0], runs):
         snaps = r["frequency"]["snapshots"]
-        steps = np.array([s["step"] for s in snaps], dtype=float)
-        edges = np.concatenate([[0.0], (steps[1:] + steps[:-1]) / 2, [steps[-1]]]) if len(steps) > 1 else np.array([0.0, steps[0]])
-        values = np.array([s[measurement] for s in snaps]).T
-        mesh = ax.pcolormesh(edges, np.arange(len(rows) + 1), values, cmap="RdBu", vmin=0.1, vmax=1.0)
-        ax.set(xlabel="step", title=f"{r['model']} (seed {r['seed']})")
-        ax.set_yticks(np.arange(len(rows)) + 0.5, rows)
+        mesh = delta_f_heatmap(ax, [s["step"] for s in snaps], np.array([s[measurement] for s in snaps]).T, rows)
+        ax.set_title(f"{r['model']} (seed {r['seed']})")
     axes[0][0].set_ylabel("frequency (low to high)")
     fig.colorbar(mesh, ax=axes[0].tolist(), label="Delta_F = |h_k - u*_k| / |u*_k|", extend="both")
     fig.suptitle(f"per-frequency error, {measurement} method", y=1.0 + 0.25 / (0.32 * len(rows) + 2.2))

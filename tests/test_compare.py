@@ -39,6 +39,8 @@ def test_grid_spectrum_finds_the_two_scales_and_measures_delta_f():
     assert np.allclose(grid(y), 0.0, atol=1e-12)
     assert np.allclose(grid(0.9 * y), 0.1, atol=1e-12)
     assert np.allclose(grid(np.sin(np.pi * grid.x[:, 0])), [0.0, 1.0], atol=1e-12)  # only the low part fitted
+    # a constant offset c is seen at the lowest peak (the Hann window moves it to k = 1): Delta_F = c
+    assert np.allclose(grid(y + 0.5), [0.5, 0.0], atol=1e-9)
 
 
 def test_grid_spectrum_2d_keeps_one_of_each_symmetric_pair_ordered_by_frequency():
@@ -54,8 +56,11 @@ def test_projection_along_axes_finds_each_axis_frequency_and_the_mean():
     y = problem.u(torch.as_tensor(x)).numpy()
     proj = Projection(x, y, [(f"x{i + 1}", np.eye(3)[i]) for i in range(3)], np.zeros(3), np.ones(3))
     assert proj.rows == ["mean", "x1: k=3", "x2: k=8"]     # nothing along x3
+    assert proj.freqs == [0.0, 3.0, 8.0]                    # cycles per unit length
     assert np.allclose(proj(y), 0.0, atol=1e-12)
-    assert np.allclose(proj(0.9 * y), 0.1, atol=1e-12)
+    m = y.mean()                                            # spectra are of h - mean u*
+    assert np.allclose(proj(m + 0.9 * (y - m)), [0.0, 0.1, 0.1], atol=1e-12)
+    assert proj(0.9 * y)[0] == pytest.approx(0.1)           # the mean row
 
 
 def test_filter_delta_splits_between_the_peaks_and_respects_the_sample_spacing():
@@ -124,13 +129,45 @@ def test_median_step_needs_a_majority_of_seeds():
     assert _median_step([None]) is None
 
 
+def _record(model, seed, status, rel_l2, first_below):
+    return {"model": model, "seed": seed, "params": 10, "status": status, "rel_l2": rel_l2, "rel_max": rel_l2,
+            "rel_h1": rel_l2, "wall_time_s": 2.0, "train_time_s": 1.0, "steps_per_s": 5.0 if rel_l2 else 0.0,
+            "steps": 5 if rel_l2 else 1,
+            "frequency": {"measurements": {"projection": {"rows": ["mean", "x1: k=9", "x2: k=2"],
+                                                          "freqs": [0.0, 9.0, 2.0], "first_below": first_below}}}}
+
+
+def test_summary_leaves_diverged_runs_out_and_the_verdict_says_so():
+    from mscalednn.compare import Contender, summarize
+    from mscalednn.config import build_run_config
+    run = build_run_config({"model": {"kind": "mlp"}})
+    contenders = [Contender("a", "a.yaml", run), Contender("b", "b.yaml", run)]
+    records = [_record("a", 0, "completed", 1e-2, [1, 4, 2]), _record("a", 1, "completed", 3e-2, [1, 6, 2]),
+               _record("b", 0, "completed", 2e-3, [1, 3, 1]), _record("b", 1, "diverged", None, [1, 1, 1])]
+    a, b = summarize(contenders, records, "projection")
+    assert a["rel_l2_mean"] == pytest.approx(2e-2) and a["rel_l2_std"] == pytest.approx(np.std([1e-2, 3e-2], ddof=1))
+    assert b["completed"] == 1 and b["rel_l2_mean"] == 2e-3 and b["rel_l2_std"] == 0.0 and b["steps_mean"] == 5
+    assert a["freq_steps"] == {"mean": 1, "x1: k=9": 6, "x2: k=2": 2}
+    assert b["freq_steps"] == {"mean": None, "x1: k=9": None, "x2: k=2": None}   # 1 of 2 seeds: no majority
+    text = verdict(_problem("x[0]", 1), [a, b], "5 steps")
+    assert "b reached the lowest rel L2 error" in text and "1 of 2 seeds completed" in text
+    assert "within the spread" not in text                 # one completed seed has no spread
+    assert "(x1: k=9): b: not reached, a: step 6" in text    # the highest frequency, not the last row
+
+
 def test_verdict_names_the_winner_with_its_ratio():
     problem = _problem("x[0]", 1)
-    entries = [{"model": "a", "rel_l2_mean": 1e-2, "rel_l2_std": 1e-3, "seeds": [0, 1], "freq_steps": {"k=1": 5, "k=9": None}},
-               {"model": "b", "rel_l2_mean": 1e-3, "rel_l2_std": 1e-4, "seeds": [0, 1], "freq_steps": {"k=1": 3, "k=9": 40}}]
+    freqs = {"k=1": 0.5, "k=9": 4.5}
+    entries = [{"model": "a", "rel_l2_mean": 1e-2, "rel_l2_std": 1e-3, "seeds": [0, 1], "completed": 2,
+                "freq_steps": {"k=1": 5, "k=9": None}, "freqs": freqs},
+               {"model": "b", "rel_l2_mean": 1e-3, "rel_l2_std": 1e-4, "seeds": [0, 1], "completed": 2,
+                "freq_steps": {"k=1": 3, "k=9": 40}, "freqs": freqs},
+               {"model": "c", "rel_l2_mean": 1.05e-3, "rel_l2_std": 2e-4, "seeds": [0, 1], "completed": 2,
+                "freq_steps": {"k=1": 3, "k=9": 50}, "freqs": freqs}]
     text = verdict(problem, entries, "100 steps")
     assert text.startswith("On p (100 steps, 2 seeds), b reached the lowest rel L2 error, 1.00e-03")
-    assert "10.0x lower than a" in text and "(k=9): b: step 40, a: not reached" in text
+    assert "10x lower than a (1.00e-02)" in text and "1.05x lower than c (1.05e-03, within the spread" in text
+    assert "(k=9): b: step 40, c: step 50, a: not reached" in text
 
 
 def test_tiny_compare_on_a_1d_problem_writes_every_output(tmp_path, capsys):
@@ -166,3 +203,14 @@ def test_compare_rejects_bad_input_with_one_line(tmp_path, capsys):
     assert main([*args, "--set", "train.lr=-1", "--out", str(tmp_path / "c")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("mscale: error:") for line in lines)
+
+
+def test_a_constant_solution_has_only_the_mean_row_and_no_filter():
+    problem = _problem("2 + 0*x[0]", 1)
+    monitor = FrequencyMonitor(problem, n_sample=1024, n_filter=200)
+    assert [m.name for m in monitor.measurements] == ["grid", "projection"]
+    assert all(m.rows == ["mean"] for m in monitor.measurements)
+    model = Scaled(problem)
+    model.c.data.fill_(0.95)
+    monitor.snapshot(model, 1, 0.0)
+    assert monitor.snapshots[0]["grid"] == pytest.approx([0.05]) and monitor.first_below["grid"] == [1]

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mscalednn.spectral import (delta_f, dft, filter_errors, gaussian_lowpass, nudft, peaks, peaks_nd,
-                                principal_direction)
+from mscalednn.spectral import (delta_f, dft, filter_errors, gaussian_lowpass, gaussian_weights, nudft, peaks,
+                                peaks_nd, principal_direction)
 
 
 def test_sum_of_sines_gives_its_peaks_and_amplitudes():
@@ -76,3 +76,13 @@ def test_peaks_nd_finds_the_plane_waves_of_a_2d_grid():
     assert found == {(3, 2), (-3, 2), (3, -2), (-3, -2), (9, 5), (-9, -5)}
     top = peaks_nd(F, count=4) - n // 2
     assert {tuple(int(v) for v in row) for row in top} == {(3, 2), (-3, 2), (3, -2), (-3, -2)}
+
+
+def test_precomputed_gaussian_weights_give_the_same_split():
+    rng = np.random.default_rng(4)
+    x = rng.random((300, 3))
+    y, h = np.sin(5 * x[:, 0]) + np.cos(40 * x[:, 1]), np.sin(5 * x[:, 0])
+    W = gaussian_weights(x, 0.02, block=50)
+    assert np.allclose(W.sum(axis=1), 1.0, atol=1e-12)
+    assert np.allclose(W @ y, gaussian_lowpass(x, y, 0.02), atol=1e-12)
+    assert np.allclose(filter_errors(x, y, h, 0.02, weights=W), filter_errors(x, y, h, 0.02), atol=1e-12)
