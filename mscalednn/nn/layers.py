@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -11,16 +12,17 @@ from .activations import get_activation
 
 
 class DenseStack(nn.Module):
-    """``depth`` hidden layers h <- sigma(W h + b) of equal ``width``, then a linear read-out.
+    """``depth`` hidden layers h <- sigma(W h + b) of equal ``width`` (or of the widths in a
+    list ``width``; ``depth`` is then ignored), then a linear read-out.
 
     With ``residual=True`` each hidden layer whose input and output widths match adds its input:
     h <- h + sigma(W h + b).
     """
 
-    def __init__(self, in_width: int, width: int, depth: int, out_dim: int,
+    def __init__(self, in_width: int, width: int | Sequence[int], depth: int, out_dim: int,
                  activation: str | nn.Module = "tanh", residual: bool = False):
         super().__init__()
-        widths = [in_width] + [width] * depth
+        widths = [in_width] + (list(width) if isinstance(width, Sequence) else [width] * depth)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.activation = get_activation(activation)
         self.residual = residual

@@ -17,7 +17,8 @@ class MLP(nn.Module):
     Args:
         in_dim: input dimension d.
         out_dim: output dimension.
-        width: neurons per hidden layer.
+        width: neurons per hidden layer, or a list of each hidden layer's width (e.g.
+            [200, 200, 200, 100]; ``depth`` is then ignored).
         depth: number of hidden layers.
         activation: registry name (see ``mscalednn.nn.ACTIVATIONS``) or a module.
         residual: add skip connections between hidden layers of equal width.
@@ -25,7 +26,7 @@ class MLP(nn.Module):
         fourier_sigma: standard deviation of the Fourier frequencies.
     """
 
-    def __init__(self, in_dim: int, out_dim: int = 1, width: int = 128, depth: int = 3,
+    def __init__(self, in_dim: int, out_dim: int = 1, width: int | list[int] = 128, depth: int = 3,
                  activation: str = "tanh", residual: bool = False, fourier_features: int = 0,
                  fourier_sigma: float = 1.0):
         super().__init__()

