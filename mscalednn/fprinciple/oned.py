@@ -93,6 +93,13 @@ def in_order(steps_to_converge: list[int | None]) -> bool:
     return all(s is not None for s in steps_to_converge) and steps_to_converge == sorted(steps_to_converge)
 
 
+def low_first(steps_to_converge: list[int | None]) -> bool:
+    """The lowest frequency converged, and the converged ones are the lowest few, in order (no
+    frequency converged while a lower one had not)."""
+    reached = [s for s in steps_to_converge if s is not None]
+    return bool(reached) and steps_to_converge[:len(reached)] == sorted(reached)
+
+
 def run_1d(s: OneD, out: Path, progress: bool = True) -> dict:
     x, y, at, steps, deltas, frames, frame_steps, _ = train_1d(s, progress)
     converge = first_below(steps, deltas, s.threshold)
