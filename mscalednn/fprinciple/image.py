@@ -99,7 +99,8 @@ def train_image(s: ImageFit, progress: bool = True, desc: str = "image"):
     target = torch.as_tensor(y.ravel(), dtype=torch.float32)[:, None]
     model = initialize(MLP(2, width=list(s.widths), activation=s.activation), s.init_scale).float()
     index, labels = radial_bands(y.shape, s.bands)
-    shots = {int(round(t / s.record_every)) * s.record_every for t in np.geomspace(s.record_every, s.steps, s.snapshots)}
+    shots = {int(round(t / s.record_every)) * s.record_every
+             for t in np.geomspace(s.record_every, s.steps, s.snapshots)}
     steps, errors, held_out, images, image_steps = [], [], [], [], []
 
     def record(step, net, _loss):

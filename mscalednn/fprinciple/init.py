@@ -60,7 +60,8 @@ def run_init(s: Init, out: Path, progress: bool = True) -> dict:
     worse = [key for key in ("held_out_rms_1d", "held_out_rms_image") if key in parts["small"]]
     holds = all(parts["large"][k] > parts["small"][k] for k in worse)
     verdict = ("held-out error small vs large init: "
-               + ", ".join(f"{k.replace('held_out_rms_', '')} {parts['small'][k]:.4f} vs {parts['large'][k]:.4f}" for k in worse)
+               + ", ".join(f"{k.replace('held_out_rms_', '')} {parts['small'][k]:.4f} vs {parts['large'][k]:.4f}"
+                           for k in worse)
                + f"; 1d ordering small: {parts['small']['ordered']}, large: {parts['large']['ordered']}"
                + (": holds" if holds else ": does NOT hold"))
     return {**parts, "holds": holds, "verdict": verdict,

@@ -95,9 +95,9 @@ def run_parity(s: Parity, out: Path, progress: bool = True, data: str | None = N
     mnist = result["mnist"]
     result["holds"] = (abs(result["test_accuracy"] - 0.5) < 0.1 and result["unseen_accuracy"] < 0.6
                        and (mnist is None or mnist["test_accuracy"] > 0.8))
-    result["verdict"] = (f"parity accuracy {result['test_accuracy']:.3f} on all points, {result['unseen_accuracy']:.3f} on "
-                         "unseen ones; " + (f"MNIST test accuracy {mnist['test_accuracy']:.3f}" if mnist else
-                                           f"MNIST skipped ({result['mnist_skipped']})")
+    digits = f"MNIST test accuracy {mnist['test_accuracy']:.3f}" if mnist else f"MNIST skipped ({result['mnist_skipped']})"
+    result["verdict"] = (f"parity accuracy {result['test_accuracy']:.3f} on all points, "
+                         f"{result['unseen_accuracy']:.3f} on unseen ones; {digits}"
                          + (": holds" if result["holds"] else ": does NOT hold"))
     result["figures"] = ["parity.png"]
     result["check"] = ("parity accuracy on all 1024 points within 0.1 of a coin's 0.5 and no better than 0.6 on the "
