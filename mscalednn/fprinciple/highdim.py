@@ -121,7 +121,12 @@ def run_projection(s: HighDim, out: Path, progress: bool = True, data: str | Non
         return np.stack([nudft(values[:, j], t, at) for j in range(values.shape[1])], axis=1)
 
     y_full = spectrum(y)
-    at = peaks(np.linalg.norm(y_full, axis=1), count=s.peaks)
+    amplitude = np.linalg.norm(y_full, axis=1)
+    noise = 4 * np.sqrt(((y - y.mean(0)) ** 2).sum(1).mean() / len(y))   # 4x the sampling noise
+    at = [i for i in peaks(amplitude, count=s.peaks) if amplitude[i] > noise]
+    if len(at) < 2:   # no peaks above the noise (MNIST: the spectrum decays from k = 0): k = 1/2, 1, 2, 4, ...
+        at = [i for i in (2 ** np.arange(s.peaks)).astype(int) if i < len(ks) and amplitude[i] > noise]
+    at = np.array(at, dtype=int)
     y_hat = y_full[at]
 
     def measure(h):
@@ -129,7 +134,8 @@ def run_projection(s: HighDim, out: Path, progress: bool = True, data: str | Non
 
     trained = train_highdim(s, images, measure, progress)
     rows = [f"k={ks[i]:g}" for i in at]
-    result, holds = {"peaks": [float(ks[i]) for i in at], "source": trained["source"], "networks": {}}, True
+    result, holds = {"peaks": [float(ks[i]) for i in at], "noise_level": float(noise),
+                     "amplitudes": [float(amplitude[i]) for i in at], "source": trained["source"], "networks": {}}, True
     for kind, r in trained["networks"].items():
         converge = first_below(np.array(r["steps"]), r["values"], s.threshold)
         ordered = low_first(converge)
