@@ -45,8 +45,8 @@ class HighDim:
     fcn_widths: tuple[Count, ...] = (400, 200)
     activation: str = "tanh"
     lr: Positive = 1e-3
-    steps: Count = 1500
-    batch: Count = 256
+    steps: Count = 800
+    batch: Count | None = None          # None: full batch, as in the papers
     record_every: Count = 25
     peaks: Count = 4
     max_k: Count = 40
