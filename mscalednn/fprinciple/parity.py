@@ -107,7 +107,7 @@ def run_parity(s: Parity, out: Path, progress: bool = True, data: str | None = N
 
 def _digits(s: Parity, data: str | None, progress: bool) -> dict:
     images = load_images(data, limit=s.digits)
-    n_train = 4 * len(images.x) // 5
+    n_train = images.n_train
     x, y = torch.as_tensor(images.x), torch.as_tensor(images.labels)
     model = initialize(MLP(x.shape[1], out_dim=10, width=list(s.widths), activation=s.activation), s.init_scale)
     model = model.double()
