@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("solve", help="train a network on a problem file and report its errors",
                        description="Train a network on the Poisson problem in FILE; write metrics, "
                                    "history, checkpoint and plots into a new run directory.")
-    s.add_argument("problem", metavar="FILE", help="problem YAML file (see problems/)")
+    s.add_argument("problem", metavar="FILE", nargs="?", help="problem YAML file (see problems/)")
+    s.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue the run in RUN_DIR from its last checkpoint, with its saved config")
     s.add_argument("--model", metavar="CFG", default=None,
                    help=f"model/training config YAML (default: {DEFAULT_MODEL}; outside the repository the "
                         "repository's copy, else the built-in defaults)")
@@ -76,48 +79,97 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_solve(args) -> int:
-    from .config import load_problem, load_run_config
-    from .nn import count_parameters
-    from .outputs import environment, new_run_dir, save_checkpoint, write_history, write_json, write_yaml
-    from .plots import plot_history, plot_solution
-    from .train import seed_everything, solve
+def _solve_setup(args):
+    """(problem, problem spec, run config, config sources, run directory, checkpoint to resume
+    from or None) for ``mscale solve``: a new run from files and flags, or ``--resume DIR``."""
+    from .checkpoint import CHECKPOINT, read
+    from .config import build_run_config, load_problem, load_run_config, problem_from_dict
+    from .errors import ConfigError
+    from .outputs import new_run_dir
 
+    if args.resume is not None:
+        given = [flag for flag, value in (("FILE", args.problem), ("--model", args.model), ("--set", args.overrides),
+                                          ("--seed", args.seed), ("--out", args.out)) if value not in (None, [])]
+        if given:
+            raise ConfigError("--resume", "expected no FILE, --model, --set, --seed or --out (a resumed run keeps "
+                              "its config and directory)", " ".join(given))
+        out = Path(args.resume)
+        resume = read(out)
+        if resume.get("status") == "completed":
+            raise ConfigError("--resume", "expected an unfinished run (this one completed; start a new run "
+                              "to train longer)", str(out))
+        saved, source = resume["config"], str(out / CHECKPOINT)
+        problem, problem_spec = problem_from_dict(saved["problem"], source)
+        try:
+            run = build_run_config({"model": saved["model"], "train": saved["train"]})
+        except ConfigError as exc:
+            raise exc.with_source(source) from None
+        return problem, problem_spec, run, saved["source"], out, resume
+    if args.problem is None:
+        raise ConfigError("FILE", "expected a problem file (or --resume RUN_DIR)")
     model_file = args.model
     if model_file is None:
         model_file = next((str(p) for p in (DEFAULT_MODEL, PACKAGED_MODEL) if p.exists()), None)
     problem, problem_spec = load_problem(args.problem)
     run = load_run_config(model_file, args.overrides, args.seed)
     stem = f"{Path(args.problem).stem}-{Path(model_file).stem if model_file else run.model.kind}"
-    out = new_run_dir(args.out, stem)
+    return problem, problem_spec, run, {"problem": args.problem, "model": model_file}, new_run_dir(args.out, stem), None
+
+
+def cmd_solve(args) -> int:
+    from .checkpoint import CHECKPOINT
+    from .errors import OutputError
+    from .nn import count_parameters
+    from .outputs import check_free_space, environment, save_checkpoint, write_history, write_json, write_yaml
+    from .plots import plot_history, plot_solution
+    from .runtime import StopRequest
+    from .train import Checkpointing, seed_everything, solve
+
+    problem, problem_spec, run, source, out, resume = _solve_setup(args)
     seed_everything(run.train.seed)
     model = run.model.build(problem.dim)
     params = count_parameters(model)
-    write_yaml(out / "config.yaml", {"problem": problem_spec, **run.to_dict(),
-                                     "source": {"problem": args.problem, "model": model_file}})
+    resolved = {"problem": problem_spec, **run.to_dict(), "source": source}
+    # weights + Adam's two moments, in the checkpoint, its temporary copy and model.pt, + plots
+    check_free_space(out, 8 * params * (8 if run.train.dtype == "float64" else 4) + 32 * 2**20)
+    if resume is None:
+        write_yaml(out / "config.yaml", resolved)
+    what = (f"resuming at step {resume['step']} of" if resume else "up to") + f" {run.train.steps} steps"
     print(f"mscale: {problem.name} (d={problem.dim}) with {run.model.kind} ({params} parameters), "
-          f"{run.train.loss} loss, config {model_file or 'built-in defaults'}, up to {run.train.steps} steps"
+          f"{run.train.loss} loss, config {source['model'] or 'built-in defaults'}, {what}"
           + (f" or {run.train.time_limit:g} s" if run.train.time_limit else "") + f" -> {out}", file=sys.stderr)
-
-    def save(net, step, history):
-        save_checkpoint(out / "model.pt", net, run.model, problem.dim, {"step": step})
-        write_history(out / "history.csv", history)
-
-    result = solve(problem, model, run.train, hooks=[lambda s: s.evaluated and save(s.model, s.step, s.history)])
-    save(result.model, result.metrics["steps"], result.history)
+    checkpoint = Checkpointing(out / CHECKPOINT, {"model": run.model.to_dict(), "in_dim": problem.dim,
+                                                  "config": resolved})
+    with StopRequest() as stop:
+        try:
+            result = solve(problem, model, run.train, checkpoint=checkpoint, resume=resume, stop=stop,
+                           hooks=[lambda s: s.evaluated and write_history(out / "history.csv", s.history)])
+        except OutputError as exc:
+            raise OutputError(f"{exc}; the last checkpoint in {out} is intact: make room, then "
+                              f"mscale solve --resume {out}") from None
+    write_history(out / "history.csv", result.history)
     metrics = {**result.metrics, "params": params, "problem": problem.name, "model": run.model.kind,
-               "versions": environment(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+               "versions": environment(result.metrics["device"]), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(out / "metrics.json", metrics)
-    if metrics["status"] != "completed":
-        print(f"mscale: error: training {metrics['status']} at step {metrics['steps']} (non-finite loss); "
-              f"try a smaller train.lr; nothing in {out} is a result", file=sys.stderr)
+    m = metrics
+    if m["status"] == "interrupted":
+        name = signal.Signals(stop.signum).name
+        print(f"mscale: {name} at step {m['steps']}: checkpoint saved in {out / CHECKPOINT}\n"
+              f"resume with: mscale solve --resume {out}", file=sys.stderr)
+        return 128 + stop.signum
+    if m["status"] == "diverged":
+        print(f"mscale: error: training diverged (non-finite loss or parameters) at step {m['rollbacks'][-1]['step']} "
+              f"after {len(m['rollbacks']) - 1} roll-backs with a lower learning rate (now x{m['lr_scale']:g}); the "
+              f"last good checkpoint (step {m['steps']}) is in {out}; nothing there is a result: try a smaller "
+              "train.lr", file=sys.stderr)
         return 1
+    save_checkpoint(out / "model.pt", result.model, run.model, problem.dim, {"step": m["steps"]})
     plot_history(result.history, out / "loss_error.png")
     plot_solution(problem, result.model, out / "solution.png")
-    m = metrics
     print(f"done: rel L2 {m['rel_l2']:.3e}, rel max {m['rel_max']:.3e}, rel H1 {m['rel_h1']:.3e} "
           f"after {m['steps']} steps in {m['wall_time_s']:.1f} s ({m['steps_per_s']:.1f} steps/s, "
-          f"{params} parameters)\noutputs: {out}/ (metrics.json, history.csv, model.pt, *.png, config.yaml)")
+          f"{params} parameters)\noutputs: {out}/ (metrics.json, history.csv, model.pt, checkpoint.pt, *.png, "
+          "config.yaml)")
     return 0
 
 

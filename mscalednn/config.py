@@ -68,6 +68,9 @@ class TrainConfig:
     chunk: Count | None = None
     compile: bool = False
     progress: bool = True
+    checkpoint_every: Count = 500
+    max_retries: Annotated[int, Range(0)] = 3
+    retry_lr_factor: Annotated[float, Range(0.0, 1.0, lo_open=True)] = 0.5
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,12 @@ def _domain(value: Any, dim: int) -> tuple[tuple[float, ...], tuple[float, ...]]
 
 def load_problem(path: str | Path) -> tuple[PoissonProblem, dict]:
     """The problem stated in a YAML file, and the file's validated content (for the record)."""
-    data = read_yaml(path)
+    return problem_from_dict(read_yaml(path), str(path))
+
+
+def problem_from_dict(data: dict, source: str) -> tuple[PoissonProblem, dict]:
+    """The problem stated by a problem file's mapping (errors name ``source``), and the
+    validated content."""
     try:
         spec = build_dataclass(ProblemSpec, data, "")
         if spec.dim > 10000:
@@ -247,6 +255,6 @@ def load_problem(path: str | Path) -> tuple[PoissonProblem, dict]:
         problem = spec.build()
     except MscaleError as exc:
         if isinstance(exc, ConfigError):
-            raise exc.with_source(str(path)) from None
-        raise ConfigError("", str(exc), source=str(path)) from None
+            raise exc.with_source(source) from None
+        raise ConfigError("", str(exc), source=source) from None
     return problem, dataclasses.asdict(spec)

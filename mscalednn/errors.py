@@ -46,3 +46,7 @@ class ConfigError(MscaleError):
 def _short(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class OutputError(MscaleError):
+    """An output file or directory could not be written (unwritable path, full disk)."""

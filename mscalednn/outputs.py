@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 import yaml
 
 from .config import ModelConfig
-from .errors import ConfigError
+from .errors import ConfigError, OutputError
 
 
 def new_run_dir(out: str | Path | None, stem: str, root: str | Path = "runs") -> Path:
@@ -48,14 +49,27 @@ def new_run_dir(out: str | Path | None, stem: str, root: str | Path = "runs") ->
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write a file via a temporary file and a rename, so a reader never sees half of it."""
+    """Write a file via a temporary file, fsync and a rename, so a reader never sees half of it
+    and a failed write (full disk) leaves the previous file as it was: OutputError then."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def check_free_space(path: Path, need: int) -> None:
+    """OutputError unless the file system holding ``path`` has ``need`` bytes free."""
+    free = shutil.disk_usage(path).free
+    if free < need:
+        raise OutputError(f"{path}: expected at least {need / 2**20:.0f} MiB of free disk space for the "
+                          f"run's checkpoints and plots, got {free / 2**20:.1f} MiB free")
 
 
 def write_json(path: Path, obj) -> None:
@@ -77,19 +91,37 @@ def write_history(path: Path, history: list[dict]) -> None:
     write_atomic(path, buf.getvalue())
 
 
-def environment() -> dict:
-    """Versions, for the record in metrics.json."""
+def environment(device: torch.device | str | None = None) -> dict:
+    """Versions, the device and the git commit (when the package runs from a checkout), for the
+    record in metrics.json."""
     from . import __version__
+    device = torch.device(device or "cpu")
     info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "mscalednn": __version__, "platform": platform.platform()}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent)
-        if commit.returncode == 0:
-            info["git_commit"] = commit.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
+            "mscalednn": __version__, "platform": platform.platform(), "device": str(device),
+            "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                            else _cpu_name()),
+            "torch_threads": torch.get_num_threads()}
+    here = Path(__file__).parent
+    for key, cmd in (("git_commit", ["git", "rev-parse", "HEAD"]),
+                     ("git_dirty", ["git", "status", "--porcelain", "--untracked-files=no"])):
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=5, cwd=here)
+        except (OSError, subprocess.SubprocessError):
+            break
+        if done.returncode != 0:
+            break
+        info[key] = done.stdout.strip() if key == "git_commit" else bool(done.stdout.strip())
     return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, model_config: ModelConfig, in_dim: int,
@@ -104,10 +136,11 @@ def save_checkpoint(path: Path, model: torch.nn.Module, model_config: ModelConfi
 
 
 def load_model(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
-    """The trained network saved in a checkpoint file (``model.pt``) or a run directory."""
+    """The trained network saved in a model file (``model.pt``), a checkpoint (``checkpoint.pt``)
+    or a run directory."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
+    if path.is_dir():  # the final model, else the last checkpoint of an unfinished run
+        path = path / "model.pt" if (path / "model.pt").exists() else path / "checkpoint.pt"
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
     options = dict(ckpt["model"])
     kind = options.pop("kind")

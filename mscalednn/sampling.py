@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import warnings
 
 import numpy as np
@@ -32,6 +33,19 @@ class Sampler:
         self._width = np.asarray(problem.hi) - self._lo
         areas = np.repeat(np.asarray(problem.face_areas), 2)  # faces lo_0, hi_0, lo_1, ...
         self._face_cdf = np.cumsum(areas) / areas.sum()
+
+    def state_dict(self) -> dict:
+        """The generators' state (with the Sobol sequences' positions), for a checkpoint."""
+        engines = (self.rng, getattr(self, "_sobol_in", None), getattr(self, "_sobol_bd", None))
+        return {"kind": self.kind, "engines": pickle.dumps(engines)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the draws exactly where :meth:`state_dict` was taken."""
+        if state["kind"] != self.kind:
+            raise ValueError(f"sampler state is for kind {state['kind']!r}, not {self.kind!r}")
+        self.rng, sobol_in, sobol_bd = pickle.loads(state["engines"])
+        if self.kind == "sobol":
+            self._sobol_in, self._sobol_bd = sobol_in, sobol_bd
 
     def _unit(self, n: int, sobol: qmc.Sobol | None) -> np.ndarray:
         if sobol is None:

@@ -7,22 +7,27 @@
         Adam step
         every n steps: evaluate errors on the fixed test set, log
         call the hooks (every step; they see whether errors were just evaluated)
+        a NaN/Inf in the loss or parameters: roll back to the last checkpoint, lower lr, retry
+        every c steps, at the end and when asked to stop: checkpoint (checkpoint.py)
 """
 
 from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import checkpoint as ckpt
 from . import losses
 from .config import TrainConfig
 from .derivatives import laplacian_operator, value_and_grad
@@ -137,7 +142,8 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
 @dataclass
 class TrainState:
     """What the hooks see after every step (``evaluated``: the errors were just measured and
-    appended to ``history``)."""
+    appended to ``history``), and what a checkpoint holds (``lr_scale``: the learning rate's
+    factor after divergence retries; ``batch``: the current collocation points and f, g there)."""
 
     step: int
     model: torch.nn.Module
@@ -145,6 +151,9 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     train_time: float = 0.0
     evaluated: bool = False
+    lr_scale: float = 1.0
+    rollbacks: list[dict] = field(default_factory=list)
+    batch: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -154,11 +163,33 @@ class SolveResult:
     metrics: dict
 
 
+@dataclass
+class Checkpointing:
+    """Where and how often :func:`solve` writes checkpoints (``checkpoint.py``): every
+    ``config.checkpoint_every`` steps, at the end, and when ``stop`` asks to stop. ``meta`` goes
+    into every file (the model config and resolved config a resume needs)."""
+
+    path: Path
+    meta: dict = field(default_factory=dict)
+
+
+def _finite(loss: torch.Tensor, model: torch.nn.Module) -> bool:
+    """The loss and every parameter are finite (one synchronisation)."""
+    flags = [torch.isfinite(loss)] + [torch.isfinite(p).all() for p in model.parameters()]
+    return bool(torch.stack(flags).all())
+
+
 def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig = TrainConfig(),
-          hooks: Sequence[Callable[[TrainState], None]] = ()) -> SolveResult:
+          hooks: Sequence[Callable[[TrainState], None]] = (), checkpoint: Checkpointing | None = None,
+          resume: dict | None = None, stop: Callable[[], bool] | None = None) -> SolveResult:
     """Train ``model`` to solve ``problem``; returns the model, the history and final metrics.
 
-    The time budget (``config.time_limit``) counts training steps only, not evaluations.
+    ``metrics["status"]`` is ``completed``, ``diverged`` (a NaN/Inf in the loss or the
+    parameters came back after ``config.max_retries`` roll-backs to the last good checkpoint,
+    each lowering the learning rate by ``config.retry_lr_factor``; the model is left at that
+    checkpoint) or ``interrupted`` (``stop()`` returned True; a checkpoint was written). Only a
+    completed run reports errors. ``resume``: a checkpoint (:func:`mscalednn.checkpoint.read`)
+    to continue from. The time budget (``config.time_limit``) counts training steps only.
     """
     device, dtype = resolve_device(config.device), getattr(torch, config.dtype)
     model.to(device=device, dtype=dtype)
@@ -168,28 +199,54 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
     interior_loss, bc_weight = _interior_loss(problem, model, config)
     chunk = config.chunk or auto_chunk(model, problem.dim)
     state = TrainState(0, model, optimizer)
-    bar = tqdm(total=config.steps, disable=not config.progress, dynamic_ncols=True, leave=False)
+    if resume is not None:
+        ckpt.restore(resume, state, sampler)
+    good = ckpt.capture(state, sampler)  # the state a divergence rolls back to
+
+    def save(status: str) -> None:
+        nonlocal good
+        good = ckpt.capture(state, sampler)
+        if checkpoint is not None:
+            ckpt.write(checkpoint.path, good, {**checkpoint.meta, "status": status})
+
+    if checkpoint is not None and resume is None:
+        save("running")  # step 0: an unwritable path or a full disk fails here, before training
+    bar = tqdm(total=config.steps, initial=state.step, disable=not config.progress, dynamic_ncols=True,
+               leave=False)
     start = time.perf_counter()
-    record: dict = {}
     status = "completed"
-    for step in range(1, config.steps + 1):
-        t0 = time.perf_counter()
+    while True:
+        step, t0 = state.step + 1, time.perf_counter()
         t = max((step - 1) / config.steps, state.train_time / config.time_limit if config.time_limit else 0.0)
-        lr, beta = learning_rate(config, t), boundary_weight(config, t)
+        lr, beta = learning_rate(config, t) * state.lr_scale, boundary_weight(config, t)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        if (step - 1) % config.resample_every == 0:
+        if state.batch is None or (step - 1) % config.resample_every == 0:
             x_in, x_bd = sampler.interior(config.n_interior), sampler.boundary(config.n_boundary)
-            f, g = problem.f(x_in), problem.g(x_bd)
+            state.batch = (x_in, x_bd, problem.f(x_in), problem.g(x_bd))
+        x_in, x_bd, f, g = state.batch
         optimizer.zero_grad(set_to_none=True)
         interior = backward_in_chunks(interior_loss, x_in, f, chunk)
         bc = losses.boundary_penalty(model(x_bd).squeeze(-1), g, bc_weight)
         (beta * bc).backward()
         loss = interior + beta * bc.detach()
-        if not torch.isfinite(loss):  # stop at once: a NaN/Inf run is never reported as a result
-            status = "diverged"
-            break
         optimizer.step()
+        if not _finite(loss, model):  # caught at the step it appears; never reported as a result
+            if len(state.rollbacks) >= config.max_retries:
+                events = state.rollbacks + [{"step": step, "to_step": None, "lr_scale": None}]
+                ckpt.restore(good, state, sampler)
+                state.rollbacks, status = events, "diverged"
+                break
+            events = state.rollbacks + [{"step": step, "to_step": good["step"],
+                                         "lr_scale": state.lr_scale * config.retry_lr_factor}]
+            ckpt.restore(good, state, sampler)
+            state.rollbacks, state.lr_scale = events, events[-1]["lr_scale"]
+            event = events[-1]
+            bar.n = state.step
+            tqdm.write(f"mscale: warning: non-finite loss or parameters at step {step}; rolled back to step "
+                       f"{event['to_step']} with the learning rate x{event['lr_scale']:g} (retry "
+                       f"{len(state.rollbacks)} of {config.max_retries})", file=sys.stderr)
+            continue
         state.step, state.train_time = step, state.train_time + time.perf_counter() - t0
         done = step == config.steps or (config.time_limit is not None and state.train_time >= config.time_limit)
         bar.update(1)
@@ -203,13 +260,17 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
                             rel_l2=f"{record['rel_l2']:.2e}", lr=f"{lr:.1e}")
         for hook in hooks:
             hook(state)
-        if done:
+        stopping = stop is not None and stop()
+        if done or stopping or step % config.checkpoint_every == 0:
+            save("completed" if done else "interrupted" if stopping else "running")
+        if done or stopping:
+            status = "completed" if done else "interrupted"
             break
     bar.close()
     wall = time.perf_counter() - start
-    metrics = {"status": status, **{k: record.get(k) if status == "completed" else None
-                                    for k in ("rel_l2", "rel_max", "rel_h1", "loss")},
+    final = state.history[-1] if status == "completed" else {}
+    metrics = {"status": status, **{k: final.get(k) for k in ("rel_l2", "rel_max", "rel_h1", "loss")},
                "steps": state.step, "wall_time_s": wall, "train_time_s": state.train_time,
                "steps_per_s": state.step / max(state.train_time, 1e-12), "device": str(device),
-               "dtype": config.dtype}
+               "dtype": config.dtype, "lr_scale": state.lr_scale, "rollbacks": state.rollbacks}
     return SolveResult(model, state.history, metrics)

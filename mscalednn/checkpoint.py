@@ -1,0 +1,104 @@
+"""Checkpoints: the complete state of a training run, to continue it exactly where it stopped.
+
+A checkpoint holds the network's weights, the optimizer (Adam's moments and step counts), the
+learning-rate state (the schedule is a function of the step; a divergence retry scales it by
+``lr_scale``), the random states (torch, NumPy, Python and the collocation sampler's own
+generators), the step, the training time, the history, the current collocation batch and,
+from the caller (``meta``), the resolved config. Training from a checkpoint of step s gives the
+same numbers as never stopping (CPU, float64: tests/test_reliability.py).
+
+:func:`capture` takes a copy in memory (the training loop keeps the last good one to roll back
+to after a divergence); :func:`write` puts it on disk atomically (temporary file, fsync,
+rename), so a run killed while writing keeps its previous checkpoint. The file also carries
+``model``/``in_dim``/``dtype``, so :func:`mscalednn.load_model` reads it like ``model.pt``.
+It is a pickle (``torch.load(weights_only=False)``): resume only runs you trust.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+from .outputs import write_atomic
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = 1
+
+
+def _cpu_copy(obj):
+    """A deep copy with every tensor detached and moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+def capture(state, sampler) -> dict:
+    """The training state (a :class:`mscalednn.train.TrainState`) and the sampler, copied."""
+    return {"format": FORMAT, "step": state.step, "train_time": state.train_time,
+            "history": [dict(row) for row in state.history], "lr_scale": state.lr_scale,
+            "rollbacks": [dict(r) for r in state.rollbacks],
+            "state_dict": _cpu_copy(state.model.state_dict()),
+            "optimizer": _cpu_copy(state.optimizer.state_dict()),
+            "batch": _cpu_copy(state.batch),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate(), "sampler": sampler.state_dict(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}}
+
+
+def restore(ckpt: dict, state, sampler) -> None:
+    """Put ``state`` (model, optimizer, step, history, batch), the sampler and the global random
+    generators back to the checkpoint ``ckpt``."""
+    state.model.load_state_dict(ckpt["state_dict"])
+    state.optimizer.load_state_dict(_cpu_copy(ckpt["optimizer"]))
+    state.step, state.train_time, state.lr_scale = ckpt["step"], ckpt["train_time"], ckpt["lr_scale"]
+    state.history = [dict(row) for row in ckpt["history"]]
+    state.rollbacks = [dict(r) for r in ckpt["rollbacks"]]
+    device = next(state.model.parameters()).device
+    state.batch = None if ckpt["batch"] is None else tuple(t.to(device) for t in ckpt["batch"])
+    rng = ckpt["rng"]
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    sampler.load_state_dict(rng["sampler"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def write(path: str | Path, ckpt: dict, meta: dict | None = None) -> None:
+    """Write ``ckpt`` (plus ``meta``: model config, input dimension, resolved config, status)
+    atomically to ``path``."""
+    dtype = next(iter(ckpt["state_dict"].values())).dtype if ckpt["state_dict"] else torch.float32
+    buf = io.BytesIO()
+    torch.save({**(meta or {}), **ckpt, "dtype": str(dtype).replace("torch.", "")}, buf)
+    write_atomic(Path(path), buf.getvalue())
+
+
+def read(run_dir: str | Path) -> dict:
+    """The checkpoint of the run in ``run_dir``; a clear ConfigError if there is none or it is
+    not readable."""
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT
+    if not run_dir.is_dir():
+        raise ConfigError("--resume", "expected an existing run directory", str(run_dir))
+    if not path.is_file():
+        raise ConfigError("--resume", f"expected a run directory holding {CHECKPOINT} (written by "
+                          "mscale solve)", str(run_dir))
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: any unpickling error
+        raise ConfigError("--resume", f"expected a readable checkpoint ({type(exc).__name__}: {exc})",
+                          str(path)) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ConfigError("--resume", f"expected a checkpoint of format {FORMAT}",
+                          ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__,
+                          source=str(path))
+    return ckpt

@@ -1,0 +1,353 @@
+"""Runs that survive: checkpoints and resume (in process and after a real SIGKILL), signals,
+divergence roll-back, safe outputs, reproducibility and the record in metrics.json."""
+
+import dataclasses
+import errno
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from mscalednn import PoissonProblem, TrainConfig, load_model, load_problem, load_run_config, parse_expression, solve
+from mscalednn import checkpoint as ckpt
+from mscalednn import outputs
+from mscalednn.cli import main
+from mscalednn.errors import OutputError
+from mscalednn.nn import MLP
+from mscalednn.train import Checkpointing, learning_rate, seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBLEM = str(ROOT / "problems" / "poisson1d_multiscale.yaml")
+# a small MscaleDNN in float64 on the CPU, a step budget (a time budget follows the clock)
+SMALL = ["train.dtype=float64", "train.device=cpu", "train.time_limit=null", "model.width=48",
+         "model.hidden_width=24", "train.n_interior=256", "train.progress=false", "train.n_test=400"]
+KEYS = ("rel_l2", "rel_max", "rel_h1", "loss", "steps")
+
+
+def sets(items):
+    return [a for item in items for a in ("--set", item)]
+
+
+def train(overrides, *, path=None, resume=None, stop=None):
+    problem, _ = load_problem(PROBLEM)
+    run = load_run_config(ROOT / "configs" / "mscale.yaml", SMALL + overrides)
+    seed_everything(run.train.seed)
+    model = run.model.build(problem.dim)
+    return solve(problem, model, run.train, checkpoint=Checkpointing(path) if path else None,
+                 resume=resume, stop=stop)
+
+
+def assert_same_run(a_history, b_history, a_metrics, b_metrics):
+    assert len(a_history) == len(b_history)
+    for ra, rb in zip(a_history, b_history):
+        for k in ("step", "loss", "loss_interior", "loss_boundary", "rel_l2", "rel_max", "rel_h1", "lr"):
+            assert abs(ra[k] - rb[k]) <= 1e-12 * max(1.0, abs(ra[k])), (k, ra, rb)
+    for k in KEYS:
+        assert abs(a_metrics[k] - b_metrics[k]) <= 1e-12 * max(1.0, abs(a_metrics[k])), (k, a_metrics, b_metrics)
+
+
+@pytest.mark.parametrize("extra", [
+    ["train.sampler=uniform", "train.resample_every=1"],
+    ["train.sampler=sobol", "train.resample_every=7"],           # the batch and the Sobol position
+    ["train.operator=hutchinson", "train.probes=4", "train.lr_schedule=cosine"],  # torch's RNG
+], ids=["uniform", "sobol-resample7", "hutchinson"])
+def test_stop_and_resume_in_process_is_the_uninterrupted_run(extra, tmp_path):
+    overrides = ["train.steps=60", "train.eval_every=10", "train.checkpoint_every=20", *extra]
+    full = train(overrides)
+    again = train(overrides)
+    assert_same_run(full.history, again.history, full.metrics, again.metrics)  # reproducible
+    calls = {"n": 0}
+
+    def stop():  # a request to stop after step 33: between two checkpoints
+        calls["n"] += 1
+        return calls["n"] == 33
+
+    part = train(overrides, path=tmp_path / "ck.pt", stop=stop)
+    assert part.metrics["status"] == "interrupted" and part.metrics["steps"] == 33
+    assert part.metrics["rel_l2"] is None  # an interrupted run reports no result
+    saved = torch.load(tmp_path / "ck.pt", weights_only=False)
+    assert saved["step"] == 33 and saved["status"] == "interrupted"
+    resumed = train(overrides, resume=saved)
+    assert resumed.metrics["status"] == "completed"
+    assert_same_run(full.history, resumed.history, full.metrics, resumed.metrics)
+
+
+def test_different_seeds_differ():
+    a = train(["train.steps=5", "train.seed=1"])
+    b = train(["train.steps=5", "train.seed=2"])
+    assert a.metrics["rel_l2"] != b.metrics["rel_l2"]
+
+
+# -- real processes: SIGKILL, SIGTERM, SIGINT ---------------------------------------------------
+
+CLI_SETS = sets(SMALL + ["train.steps=1000", "train.eval_every=100", "train.checkpoint_every=25"])
+
+
+def start(out: Path, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mscalednn.cli", "solve", PROBLEM, "--model",
+                             str(ROOT / "configs" / "mscale.yaml"), "--out", str(out), *CLI_SETS, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def resume(out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mscalednn.cli", "solve", "--resume", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
+def wait_for_training(out: Path, proc: subprocess.Popen, delay: float) -> None:
+    """Wait until the step-0 checkpoint exists (training has started), then ``delay`` s."""
+    deadline = time.time() + 120
+    while not (out / ckpt.CHECKPOINT).exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(delay)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    proc = start(out)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return json.loads((out / "metrics.json").read_text()), (out / "history.csv").read_text()
+
+
+def metrics_of(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def assert_matches_reference(out: Path, reference) -> None:
+    ref, ref_history = reference
+    got = metrics_of(out)
+    assert got["status"] == "completed"
+    for k in KEYS:
+        assert abs(got[k] - ref[k]) <= 1e-12 * abs(ref[k]), (k, got[k], ref[k])
+    strip = lambda text: [row.split(",")[:9] for row in text.splitlines()]  # all but the two times
+    assert strip((out / "history.csv").read_text()) == strip(ref_history)
+
+
+def test_sigkill_at_a_random_step_then_resume_gives_the_uninterrupted_result(reference, tmp_path):
+    delay = random.Random().uniform(0.2, 4.0)
+    out = tmp_path / "run"
+    proc = start(out)
+    wait_for_training(out, proc, delay)
+    proc.kill()
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "metrics.json").exists(), "the run finished before the kill: make it longer"
+    step = ckpt.read(out)["step"]
+    done = resume(out)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming at step {step} of 1000" in done.stderr
+    assert_matches_reference(out, reference), f"killed after {delay:.2f} s, checkpoint step {step}"
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_saves_a_checkpoint_and_says_how_to_resume(sig, code, reference, tmp_path):
+    out = tmp_path / "run"
+    proc = start(out)
+    wait_for_training(out, proc, 1.0)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert f"resume with: mscale solve --resume {out}" in err
+    saved = ckpt.read(out)
+    assert saved["status"] == "interrupted" and 0 < saved["step"] < 1000
+    m = metrics_of(out)
+    assert m["status"] == "interrupted" and m["rel_l2"] is None and m["steps"] == saved["step"]
+    assert load_model(out)(torch.zeros(3, 1, dtype=torch.float64)).shape == (3, 1)  # usable meanwhile
+    done = resume(out)
+    assert done.returncode == 0, done.stderr
+    assert_matches_reference(out, reference)
+
+
+# -- divergence ---------------------------------------------------------------------------------
+
+class Flaky(nn.Module):
+    """An MLP whose output turns NaN while ``poison`` is set (``persistent``: it stays set)."""
+
+    def __init__(self, persistent=False):
+        super().__init__()
+        self.net, self.poison, self.persistent = MLP(in_dim=1, width=16, depth=2), False, persistent
+
+    def forward(self, x):
+        y = self.net(x)
+        if self.poison:
+            self.poison = self.persistent
+            return y * float("nan")
+        return y
+
+
+@pytest.fixture
+def after_adam_step(monkeypatch):
+    """Call ``callback(n, optimizer)`` after the n-th Adam step (n counts every step taken)."""
+    callbacks = []
+
+    class Counting(torch.optim.Adam):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.n = 0
+
+        def step(self, closure=None):
+            super().step(closure)
+            self.n += 1
+            for callback in callbacks:
+                callback(self.n, self)
+
+    monkeypatch.setattr(torch.optim, "Adam", Counting)
+    return callbacks.append
+
+
+SIMPLE = PoissonProblem(parse_expression("sin(pi*x[0])", 1), (0.0,), (1.0,))
+CONFIG = TrainConfig(steps=40, eval_every=10, checkpoint_every=10, n_test=200, operator="autograd",
+                     progress=False, dtype="float64", device="cpu")
+
+
+def test_nan_rolls_back_to_the_last_checkpoint_with_a_lower_lr_and_finishes(after_adam_step, capsys):
+    torch.manual_seed(0)
+    net = Flaky()
+    after_adam_step(lambda n, opt: n == 25 and setattr(net, "poison", True))  # the loss of step 26 is NaN
+    result = solve(SIMPLE, net, CONFIG)
+    m = result.metrics
+    assert m["status"] == "completed" and math.isfinite(m["rel_l2"]) and m["steps"] == 40
+    assert m["rollbacks"] == [{"step": 26, "to_step": 20, "lr_scale": 0.5}] and m["lr_scale"] == 0.5
+    assert [r["step"] for r in result.history] == [1, 10, 20, 30, 40]
+    assert result.history[-1]["lr"] == pytest.approx(0.5 * learning_rate(CONFIG, 39 / 40))
+    assert result.history[1]["lr"] == pytest.approx(learning_rate(CONFIG, 9 / 40))  # before: unchanged
+    assert "non-finite loss or parameters at step 26; rolled back to step 20" in capsys.readouterr().err
+
+
+def test_persistent_nan_fails_after_bounded_retries_and_keeps_the_last_good_model(after_adam_step):
+    torch.manual_seed(0)
+    net = Flaky(persistent=True)
+    after_adam_step(lambda n, opt: n == 25 and setattr(net, "poison", True))
+    result = solve(SIMPLE, net, dataclasses.replace(CONFIG, max_retries=2, retry_lr_factor=0.25))
+    m = result.metrics
+    assert m["status"] == "diverged" and m["steps"] == 20
+    assert all(m[k] is None for k in ("rel_l2", "rel_max", "rel_h1", "loss"))
+    assert [r["lr_scale"] for r in m["rollbacks"]] == [0.25, 0.0625, None]
+    assert [r["step"] for r in m["rollbacks"]] == [26, 21, 21]
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_inf_in_parameters_is_caught_at_its_step(after_adam_step):
+    def blow_up(n, opt):
+        if n == 7:
+            with torch.no_grad():
+                opt.param_groups[0]["params"][0].view(-1)[0] = float("inf")
+
+    after_adam_step(blow_up)
+    torch.manual_seed(0)
+    result = solve(SIMPLE, MLP(in_dim=1, width=16, depth=2), dataclasses.replace(CONFIG, checkpoint_every=5))
+    assert result.metrics["status"] == "completed"
+    assert result.metrics["rollbacks"] == [{"step": 7, "to_step": 5, "lr_scale": 0.5}]
+
+
+def test_cli_diverged_run_says_so_and_writes_no_result(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["solve", PROBLEM, "--out", str(out), *sets(["train.steps=20", "train.lr=1e30", "train.progress=false",
+                                                           "train.n_test=200", "train.max_retries=2"])])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "mscale: error: training diverged" in err and "after 2 roll-backs" in err
+    m = metrics_of(out)
+    assert m["status"] == "diverged" and m["rel_l2"] is None and len(m["rollbacks"]) == 3
+    assert not (out / "model.pt").exists() and not (out / "solution.png").exists()
+
+
+# -- outputs ------------------------------------------------------------------------------------
+
+def one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mscale: error: "), err
+    return lines[0]
+
+
+def test_unwritable_output_path_fails_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["solve", PROBLEM, "--out", str(blocker / "run")]) == 2
+    assert "expected a writable directory" in one_line_error(capsys.readouterr().err)
+
+
+def test_full_disk_fails_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
+    out = tmp_path / "run"
+    assert main(["solve", PROBLEM, "--out", str(out)]) == 2
+    assert "free disk space" in one_line_error(capsys.readouterr().err)
+    assert not (out / ckpt.CHECKPOINT).exists()
+
+
+def no_space(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_disk_full_while_training_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    real_write, calls = ckpt.write_atomic, {"n": 0}
+
+    def write_checkpoint(path, data):  # checkpoints of steps 0 and 5 are written; then the disk is full
+        calls["n"] += 1
+        if calls["n"] == 3:
+            monkeypatch.setattr(outputs.os, "fsync", no_space)
+        real_write(path, data)
+
+    monkeypatch.setattr(ckpt, "write_atomic", write_checkpoint)
+    out = tmp_path / "run"
+    rc = main(["solve", PROBLEM, "--out", str(out),
+               *sets(SMALL + ["train.steps=50", "train.checkpoint_every=5", "train.eval_every=100"])])
+    err = capsys.readouterr().err  # the run's header line, then the error
+    line = one_line_error(err.strip().splitlines()[-1])
+    assert rc == 2 and "No space left on device" in line and f"mscale solve --resume {out}" in line
+    assert ckpt.read(out)["step"] == 5
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_write_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "a.json"
+    outputs.write_atomic(path, "old")
+    monkeypatch.setattr(outputs.os, "fsync", no_space)
+    with pytest.raises(OutputError, match="a.json: cannot write"):
+        outputs.write_atomic(path, "new")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "corrupt", "completed", "with-file"])
+def test_bad_resume_is_one_line(case, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["solve", "--resume", str(run)]
+    if case != "missing":
+        run.mkdir()
+    if case == "corrupt":
+        (run / ckpt.CHECKPOINT).write_bytes(b"\x80not a pickle")
+    if case == "completed":
+        assert main(["solve", PROBLEM, "--out", str(run), *sets(SMALL + ["train.steps=2"])]) == 0
+        capsys.readouterr()
+    if case == "with-file":
+        args.insert(1, PROBLEM)
+    assert main(args) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert line.startswith("mscale: error: --resume: ") or "--resume" in line
+    assert {"missing": "expected an existing run directory", "empty": "holding checkpoint.pt",
+            "corrupt": "expected a readable checkpoint", "completed": "expected an unfinished run",
+            "with-file": "expected no FILE"}[case] in line
+
+
+def test_metrics_record_versions_device_and_commit(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["solve", PROBLEM, "--out", str(out), *sets(SMALL + ["train.steps=3"])]) == 0
+    v = metrics_of(out)["versions"]
+    assert v["python"] == ".".join(map(str, sys.version_info[:3])) and v["torch"] == torch.__version__
+    assert {"numpy", "mscalednn", "device", "device_name"} <= set(v) and v["device"] == "cpu"
+    if (ROOT / ".git").exists():
+        assert len(v["git_commit"]) == 40 and isinstance(v["git_dirty"], bool)
+    saved = ckpt.read(out)
+    assert saved["status"] == "completed" and saved["config"]["train"]["steps"] == 3
