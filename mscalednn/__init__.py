@@ -17,9 +17,9 @@ from .nn import MLP, MscaleDNN, count_parameters
 from .outputs import load_model
 from .problem import PoissonProblem
 from .runtime import tune_allocator
-from .train import SolveResult, seed_everything, solve
+from .train import Checkpointing, SolveResult, seed_everything, solve
 
-__all__ = ["ConfigError", "ExpressionError", "MLP", "ModelConfig", "MscaleDNN", "MscaleError",
+__all__ = ["Checkpointing", "ConfigError", "ExpressionError", "MLP", "ModelConfig", "MscaleDNN", "MscaleError",
            "PoissonProblem", "RunConfig", "SolveResult", "TrainConfig", "__version__",
            "count_parameters", "forward_laplacian", "laplacian_operator", "load_model", "load_problem",
            "load_run_config", "parse_expression", "seed_everything", "solve", "tune_allocator",

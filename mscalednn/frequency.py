@@ -229,6 +229,10 @@ class FrequencyMonitor:
         otherwise spin after each call and slow the next training step (2.6x in 1D, measured)."""
         if self.snapshots and self.snapshots[-1]["step"] == step:
             return
+        if self.snapshots and self.snapshots[-1]["step"] > step:  # training rolled back (a NaN): forget
+            self.snapshots = [s for s in self.snapshots if s["step"] < step]  # the abandoned steps
+            self.first_below = {k: [f if f is not None and f < step else None for f in v]
+                                for k, v in self.first_below.items()}
         with threadpool_limits(limits=1, user_api="blas"):
             self._measure(model, step, train_time)
         if len(self.snapshots) >= 2 * self.max_columns:

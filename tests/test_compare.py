@@ -92,6 +92,26 @@ def test_monitor_keeps_evenly_spaced_columns_and_the_first_crossing():
     assert monitor.first_below["grid"] == [96, 96] and monitor.first_below["projection"] == [96, 96]
 
 
+def test_monitor_forgets_the_steps_abandoned_by_a_rollback():
+    problem = _problem("sin(pi*x[0]) + 0.1*sin(23*pi*x[0])", 1)
+    monitor = FrequencyMonitor(problem, n_sample=2048, n_filter=500, max_columns=64)
+    model = Scaled(problem)
+
+    class State:
+        pass
+
+    state = State()
+    state.model = model
+    # steps 1-30 with Delta_F falling to 0 at step 30; roll back to 20; steps 21-40 far off
+    for step, c in [(s, s / 30) for s in range(1, 31)] + [(s, 0.5) for s in range(21, 41)]:
+        model.c.data.fill_(c)
+        state.step, state.train_time = step, 0.01 * step
+        monitor(state)
+    steps = [s["step"] for s in monitor.snapshots]
+    assert steps == sorted(steps) and steps[-1] == 40 and len(steps) == len(set(steps))
+    assert monitor.first_below["grid"] == [None, None]      # the crossings at 28-30 were abandoned
+
+
 def test_the_monitor_does_not_change_training():
     problem = _problem("sin(pi*x[0]) + 0.1*sin(23*pi*x[0])", 1)
     config = TrainConfig(steps=20, n_interior=128, n_boundary=2, lr=1e-2, progress=False, n_test=200,
