@@ -80,12 +80,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _solve_setup(args):
-    """(problem, problem spec, run config, config sources, run directory, checkpoint to resume
-    from or None) for ``mscale solve``: a new run from files and flags, or ``--resume DIR``."""
+    """(problem, problem spec, run config, config sources, run directory (or the stem of a new
+    one's name), checkpoint to resume from or None) for ``mscale solve``: a new run from files
+    and flags, or ``--resume DIR``."""
     from .checkpoint import CHECKPOINT, read
     from .config import build_run_config, load_problem, load_run_config, problem_from_dict
     from .errors import ConfigError
-    from .outputs import new_run_dir
 
     if args.resume is not None:
         given = [flag for flag, value in (("FILE", args.problem), ("--model", args.model), ("--set", args.overrides),
@@ -113,14 +113,15 @@ def _solve_setup(args):
     problem, problem_spec = load_problem(args.problem)
     run = load_run_config(model_file, args.overrides, args.seed)
     stem = f"{Path(args.problem).stem}-{Path(model_file).stem if model_file else run.model.kind}"
-    return problem, problem_spec, run, {"problem": args.problem, "model": model_file}, new_run_dir(args.out, stem), None
+    return problem, problem_spec, run, {"problem": args.problem, "model": model_file}, stem, None
 
 
 def cmd_solve(args) -> int:
     from .checkpoint import CHECKPOINT
     from .errors import OutputError
     from .nn import count_parameters
-    from .outputs import check_free_space, environment, save_checkpoint, write_history, write_json, write_yaml
+    from .outputs import (check_free_space, environment, new_run_dir, save_checkpoint, write_history, write_json,
+                          write_yaml)
     from .plots import plot_history, plot_solution
     from .runtime import StopRequest
     from .train import Checkpointing, seed_everything, solve
@@ -131,9 +132,12 @@ def cmd_solve(args) -> int:
     params = count_parameters(model)
     resolved = {"problem": problem_spec, **run.to_dict(), "source": source}
     # weights + Adam's two moments, in the checkpoint, its temporary copy and model.pt, + plots
-    check_free_space(out, 8 * params * (8 if run.train.dtype == "float64" else 4) + 32 * 2**20)
+    need = 8 * params * (8 if run.train.dtype == "float64" else 4) + 32 * 2**20
     if resume is None:
+        out = new_run_dir(args.out, out, need=need)
         write_yaml(out / "config.yaml", resolved)
+    else:
+        check_free_space(out, need)
     what = (f"resuming at step {resume['step']} of" if resume else "up to") + f" {run.train.steps} steps"
     print(f"mscale: {problem.name} (d={problem.dim}) with {run.model.kind} ({params} parameters), "
           f"{run.train.loss} loss, config {source['model'] or 'built-in defaults'}, {what}"

@@ -25,9 +25,10 @@ from .config import ModelConfig
 from .errors import ConfigError, OutputError
 
 
-def new_run_dir(out: str | Path | None, stem: str, root: str | Path = "runs") -> Path:
+def new_run_dir(out: str | Path | None, stem: str, root: str | Path = "runs", need: int = 32 * 2**20) -> Path:
     """Create the run directory: exactly ``out`` (must not exist or be empty), or a fresh
-    ``root/stem-YYYYmmdd-HHMMSS[-n]``. Fails before training if it cannot be written."""
+    ``root/stem-YYYYmmdd-HHMMSS[-n]``. Fails before training, creating nothing, if it cannot be
+    written or its file system has less than ``need`` bytes free."""
     if out is not None:
         path = Path(out)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -38,6 +39,9 @@ def new_run_dir(out: str | Path | None, stem: str, root: str | Path = "runs") ->
         path, n = base, 1
         while path.exists():
             path, n = Path(f"{base}-{n}"), n + 1
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if existing is not None and existing.is_dir():
+        check_free_space(existing, need)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"

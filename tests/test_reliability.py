@@ -284,7 +284,9 @@ def test_full_disk_fails_before_training(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     assert main(["solve", PROBLEM, "--out", str(out)]) == 2
     assert "free disk space" in one_line_error(capsys.readouterr().err)
-    assert not (out / ckpt.CHECKPOINT).exists()
+    assert not out.exists()  # nothing created
+    assert main(["compare", PROBLEM, "--models", str(ROOT / "configs" / "mscale.yaml"), "--out", str(out)]) == 2
+    assert "free disk space" in one_line_error(capsys.readouterr().err) and not out.exists()
 
 
 def no_space(fd):
