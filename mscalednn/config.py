@@ -28,17 +28,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import torch
 import yaml
 
-from .errors import ConfigError, ExpressionError, MscaleError
-from .expr import parse_expression
-from .nn import MLP, MscaleDNN
+from .errors import ConfigError, ExpressionError, MscaleError, short_repr
+from .expr import check_params, parse_expression
+from .nn import MLP, MscaleDNN, count_parameters
 from .problem import PoissonProblem
-from .validate import Range, build_dataclass, check_keys, check_kwargs, check_value
+from .validate import Length, Range, Seed, join_path, build_dataclass, check_keys, check_kwargs, check_value
 
 MODELS = {"mscale": MscaleDNN, "mlp": MLP}
+# ranges of the networks' integer arguments (the constructors take plain ints)
+MODEL_RANGES = {"out_dim": Range(1, 10**6), "width": Range(1, 10**6), "depth": Range(1, 10**4),
+                "hidden_width": Range(1, 10**6), "fourier_features": Range(0, 10**6),
+                "fourier_sigma": Range(0.0, lo_open=True)}
+MAX_PARAMETERS = 10**9
 Positive = Annotated[float, Range(0.0, lo_open=True)]
 Count = Annotated[int, Range(1)]
+Samples = Annotated[int, Range(1, 10**8)]  # points drawn at once
 
 
 @dataclass(frozen=True)
@@ -54,13 +61,13 @@ class TrainConfig:
     lr_drops: Count = 3
     beta: Annotated[float, Range(0.0)] = 1000.0
     beta_schedule: Literal["fixed", "staged"] = "fixed"
-    n_interior: Count = 2000
-    n_boundary: Count = 1000
+    n_interior: Samples = 2000
+    n_boundary: Samples = 1000
     resample_every: Count = 1
     sampler: Literal["uniform", "sobol"] = "uniform"
     eval_every: Count = 500
-    n_test: Annotated[int, Range(100)] = 10000
-    seed: Annotated[int, Range(0)] = 0
+    n_test: Annotated[int, Range(100, 10**8)] = 10000
+    seed: Seed = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
     operator: Literal["auto", "forward", "autograd", "hutchinson"] = "auto"
@@ -101,17 +108,63 @@ class RunConfig:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """A safe YAML loader that rejects duplicate keys."""
+    """A safe YAML loader that rejects duplicate keys, and keys that are lists or mappings."""
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError, IndexError, KeyError, AttributeError, TypeError) as exc:
+            # 2020-13-45, an integer of 5000 digits, "!!int" with no digits
+            what = short_repr(node.value, 40) if isinstance(node, yaml.ScalarNode) else "this value"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {what} as {node.tag.rsplit(':', 1)[-1]} "
+                f"({str(exc).split(';')[0][:100]})", node.start_mark) from None
 
 
 def _mapping_no_duplicates(loader, node, deep=False):
     keys = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
-        if key in keys:
-            raise ConfigError("", f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
-        keys.add(key)
+        line = key_node.start_mark.line + 1
+        try:
+            duplicate = key in keys
+            keys.add(key)
+        except TypeError:  # a list or a mapping as a key
+            raise ConfigError("", f"expected plain keys (names or numbers), got a {type(key).__name__} "
+                              f"as a key at line {line}") from None
+        if duplicate:  # the same value spelled differently, e.g. 1 and 0x1 (else _find_duplicate)
+            raise ConfigError(str(key)[:40], "expected each key once in a mapping, got a duplicate key "
+                              f"at line {line}")
     return loader.construct_mapping(node, deep)
+
+
+def _find_duplicate(root: yaml.Node) -> None:
+    """A ConfigError naming the key path of the first key given twice in one mapping."""
+    stack, seen = [(root, "")], set()
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:  # an alias: already checked
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict = {}
+            children = []
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key, where = (key_node.tag, key_node.value), join_path(path, key_node.value[:40])
+                at = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                if key in lines:
+                    first = lines[key]
+                    here, there = ((f"line {at[0]}, column {at[1]}", f"line {first[0]}, column {first[1]}")
+                                   if first[0] == at[0] else (f"line {at[0]}", f"line {first[0]}"))
+                    raise ConfigError(where, "expected each key once in a mapping, got a duplicate key "
+                                      f"at {here} (first at {there})")
+                lines[key] = at
+                children.append((value_node, where))
+            stack.extend(reversed(children))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed([(v, f"{path}[{i}]") for i, v in enumerate(node.value)]))
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_no_duplicates)
@@ -122,8 +175,30 @@ _StrictLoader.add_implicit_resolver(
 
 
 def parse_yaml(text: str):
-    """Parse YAML text with the strict loader (duplicate keys are errors, 1e-3 is a number)."""
-    return yaml.load(text, Loader=_StrictLoader)
+    """Parse YAML text with the strict loader (duplicate keys are errors, 1e-3 is a number);
+    every failure is a one-line ConfigError (without a source)."""
+    loader = None
+    try:
+        loader = _StrictLoader(text)  # checks the characters first
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _find_duplicate(node)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError("", f"malformed YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError("", "malformed YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError, IndexError, KeyError, AttributeError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise ConfigError("", f"malformed YAML: a value cannot be read ({exc.__class__.__name__}"
+                          + (f": {detail[:100]}" if detail else "") + ")") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -139,13 +214,6 @@ def read_yaml(path: str | Path) -> dict:
         data = parse_yaml(text)
     except ConfigError as exc:
         raise exc.with_source(str(path)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError("", f"malformed YAML{where}: {problem}", source=str(path)) from None
-    except (RecursionError, ValueError, TypeError) as exc:
-        raise ConfigError("", f"malformed YAML: {exc.__class__.__name__}", source=str(path)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -162,14 +230,17 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise ConfigError("--set", "expected KEY.PATH=VALUE, e.g. train.steps=2000", item)
         try:
             value = parse_yaml(text)
-        except (yaml.YAMLError, ConfigError):
+        except ConfigError:
             value = text
         node = data
         parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
+        for i, part in enumerate(parts[:-1]):
+            if node.get(part) is None:  # an absent or empty section
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
-                raise ConfigError(key, "cannot set a key inside a non-mapping value", item)
+                raise ConfigError(".".join(parts[:i + 1]), "expected a mapping of keys to values", node,
+                                  hint=f"to apply --set {item[:60]}")
         node[parts[-1]] = value
     return data
 
@@ -180,10 +251,25 @@ def build_run_config(data: dict) -> RunConfig:
     model = dict(check_keys(data.get("model") or {}, ["kind", *_all_model_keys()], "model"))
     kind = check_value(model.pop("kind", "mscale"), Literal["mscale", "mlp"], "model.kind")
     options = check_kwargs(MODELS[kind], model, "model", skip=("in_dim",))
-    try:  # constructor checks (ranges, scales) run once here, at the boundary
-        MODELS[kind](in_dim=1, **options)
+    for key, bounds in MODEL_RANGES.items():
+        value = options.get(key)
+        if isinstance(value, tuple):
+            Length(1).check(value, f"model.{key}", "an integer or a list of integers")
+            for i, item in enumerate(value):
+                bounds.check(item, f"model.{key}[{i}]", "an integer")
+        elif value is not None:
+            bounds.check(value, f"model.{key}", "an integer" if isinstance(value, int) else "a number")
+    try:  # constructor checks (ranges, scales) run once here, at the boundary, on no memory
+        with torch.device("meta"):
+            size = count_parameters(MODELS[kind](in_dim=1, **options))
     except ConfigError as exc:
         raise ConfigError(f"model.{exc.path}", exc.expected, exc.got, hint=exc.hint) from None
+    except (RuntimeError, ValueError, OverflowError) as exc:
+        raise ConfigError("model", f"expected a network that can be built, got {exc.__class__.__name__}: "
+                          f"{str(exc)[:120]}") from None
+    if size > MAX_PARAMETERS:
+        raise ConfigError("model", f"expected a network of at most {MAX_PARAMETERS:.0e} parameters "
+                          "(width, depth, scales)", f"{size:.3g} parameters")
     return RunConfig(ModelConfig(kind, options), build_dataclass(TrainConfig, data.get("train"), "train"))
 
 
@@ -211,10 +297,15 @@ class ProblemSpec:
     domain: Any = (0.0, 1.0)
     name: str = "problem"
     description: str = ""
-    params: dict = field(default_factory=dict)
+    params: dict[str, float] = field(default_factory=dict)
 
     def build(self) -> PoissonProblem:
         lo, hi = _domain(self.domain, self.dim)
+        for name, value in self.params.items():
+            try:
+                check_params({name: value})
+            except ExpressionError as exc:
+                raise ConfigError(f"params.{name[:40]}", f"bad parameter: {exc}") from None
         try:
             u = parse_expression(self.exact, self.dim, self.params)
         except ExpressionError as exc:

@@ -19,13 +19,14 @@ import difflib
 import keyword
 import math
 import numbers
+import reprlib
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
 
-from .errors import ExpressionError
+from .errors import ExpressionError, short_repr
 
 NAMES: tuple[str, ...] = ("x", "i", "d", "pi", "e")
 ELEMENTWISE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -106,7 +107,7 @@ def parse_expression(text: str, dim: int, params: Mapping[str, float] | None = N
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
     text = _as_text(text)
-    consts = {"d": float(dim), "pi": math.pi, "e": math.e, **_check_params(params)}
+    consts = {"d": float(dim), "pi": math.pi, "e": math.e, **check_params(params)}
     tree = _parse(text)
     node = _Compiler(dim, consts).visit(tree.body)
     if node.size is not None:
@@ -114,12 +115,6 @@ def parse_expression(text: str, dim: int, params: Mapping[str, float] | None = N
             f"the expression gives a vector of length {node.size} per point; reduce it to one "
             f"number with sum(...), prod(...), norm(...) or index it like x[0]")
     return Expression(text, dim, node)
-
-
-def _short(text: str, limit: int = 60) -> str:
-    """``text`` quoted on one line, cut to about ``limit`` characters."""
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return repr(text)
 
 
 def _as_text(text: object) -> str:
@@ -133,10 +128,10 @@ def _as_text(text: object) -> str:
                                   f"at most {MAX_LITERAL:g}, got {got}")
         return str(text)
     raise ExpressionError(f"expected an expression string, got {type(text).__name__} "
-                          f"{_short(repr(text))}")
+                          f"{short_repr(repr(text))}")
 
 
-def _check_params(params: Mapping[str, float] | None) -> dict[str, float]:
+def check_params(params: Mapping[str, float] | None) -> dict[str, float]:
     if params is None:
         return {}
     if not isinstance(params, Mapping):
@@ -146,15 +141,17 @@ def _check_params(params: Mapping[str, float] | None) -> dict[str, float]:
     for name, value in params.items():
         if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) \
                 or name.startswith("_"):
-            raise ExpressionError(f"parameter name {_short(str(name))} is not allowed; use a "
+            raise ExpressionError(f"parameter name {short_repr(str(name))} is not allowed; use a "
                                   f"Python identifier that does not start with '_'")
         if name in NAMES or name in FUNCTIONS:
             raise ExpressionError(f"parameter name '{name}' clashes with a built-in name or "
                                   f"function ({', '.join(NAMES + FUNCTIONS)})")
         if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-                or not math.isfinite(float(value)):
-            raise ExpressionError(f"parameter '{name}' must be a finite real number, got "
-                                  f"{_short(repr(value))}")
+                or not abs(value) <= MAX_LITERAL:  # also nan, and ints too large for a float
+            got = "a number beyond 1e12" if isinstance(value, numbers.Real) and not isinstance(value, bool) \
+                and abs(value) > MAX_LITERAL else reprlib.repr(value)
+            raise ExpressionError(f"parameter '{name}' must be a finite real number of size at most "
+                                  f"{MAX_LITERAL:g}, got {got}")
         out[name] = float(value)
     return out
 
@@ -173,10 +170,12 @@ def _parse(text: str) -> ast.Expression:
         msg = str(err.msg).replace("\n", " ")
         where = "" if err.offset is None else (
             f" at column {err.offset}" if 0 < err.offset <= len(text) else " at the end")
-        raise ExpressionError(f"invalid syntax in expression {_short(text)}{where}: {msg}") from None
-    except (ValueError, RecursionError, MemoryError, OverflowError, TypeError) as err:
-        raise ExpressionError(f"cannot parse expression {_short(text)}: "
-                              f"{type(err).__name__}: {_short(str(err))}") from None
+        raise ExpressionError(f"invalid syntax in expression {short_repr(text)}{where}: {msg}") from None
+    except (RecursionError, MemoryError):  # CPython's parser gives up on deep nesting
+        raise ExpressionError(f"expression {short_repr(text)} is nested too deeply to parse") from None
+    except (ValueError, OverflowError, TypeError) as err:
+        raise ExpressionError(f"cannot parse expression {short_repr(text)}: "
+                              f"{type(err).__name__}: {short_repr(str(err))}") from None
     count, stack = 0, [(tree.body, 1)]
     while stack:
         node, depth = stack.pop()
@@ -189,9 +188,14 @@ def _parse(text: str) -> ast.Expression:
     return tree
 
 
-def _fold(op: Callable, *values: float) -> float:
-    """Apply a torch operation to constants in float64 (inf/nan instead of exceptions)."""
-    return float(op(*(torch.tensor(v, dtype=torch.float64) for v in values)))
+def _fold(op: Callable, node: ast.AST, *values: float) -> float:
+    """Apply a torch operation to constants in float64; an inf or nan result (1/0, log(0),
+    9**9**9...) is an ExpressionError naming the sub-expression ``node``."""
+    value = float(op(*(torch.tensor(v, dtype=torch.float64) for v in values)))
+    if not math.isfinite(value):
+        raise ExpressionError(f"the constant {short_repr(ast.unparse(node))} is not a finite number "
+                              f"(it evaluates to {value})")
+    return value
 
 
 def _number(node: ast.AST) -> float | int | None:
@@ -209,7 +213,7 @@ def _int_literal(node: ast.AST, what: str) -> int:
     value = _number(node)
     if not isinstance(value, int):
         raise ExpressionError(f"{what} must be an integer number like 0, 2 or -1, got "
-                              f"{_short(ast.unparse(node))}")
+                              f"{short_repr(ast.unparse(node))}")
     return value
 
 
@@ -225,11 +229,11 @@ class _Compiler:
         if method is not None:
             return method(node)
         if isinstance(node, ast.Attribute):
-            raise ExpressionError(f"attribute access ({_short(ast.unparse(node))}) is not "
+            raise ExpressionError(f"attribute access ({short_repr(ast.unparse(node))}) is not "
                                   f"allowed in expressions")
         what = _FORBIDDEN.get(type(node), f"{type(node).__name__} nodes")
         raise ExpressionError(f"{what} are not allowed (found "
-                              f"{_short(ast.unparse(node))}); allowed: numbers, names, + - * / **, "
+                              f"{short_repr(ast.unparse(node))}); allowed: numbers, names, + - * / **, "
                               f"function calls and x[j] indexing")
 
     def visit_Constant(self, node: ast.Constant) -> _Node:
@@ -240,7 +244,7 @@ class _Compiler:
             raise ExpressionError(f"{kind} cannot be used in expressions; only real numbers "
                                   f"like 2, 0.5 or 1e-3 are allowed")
         if abs(value) > MAX_LITERAL or not math.isfinite(value):
-            raise ExpressionError(f"number {_short(ast.unparse(node))} is too large; "
+            raise ExpressionError(f"number {short_repr(ast.unparse(node))} is too large; "
                                   f"literals must be at most {MAX_LITERAL:g} in size")
         return _Node(None, const=float(value))
 
@@ -285,9 +289,9 @@ class _Compiler:
         symbol, op = _BINOPS[type(node.op)]
         a, b = self.visit(node.left), self.visit(node.right)
         if a.fn is None and b.fn is None:
-            return _Node(None, const=_fold(op, a.const, b.const))
+            return _Node(None, const=_fold(op, node, a.const, b.const))
         if a.size is not None and b.size is not None and a.size != b.size:
-            raise ExpressionError(f"vector lengths differ in {_short(ast.unparse(node))}: "
+            raise ExpressionError(f"vector lengths differ in {short_repr(ast.unparse(node))}: "
                                   f"{a.size} {symbol} {b.size}")
         size = a.size if a.size is not None else b.size
         fa, fb = self._operand(a, size), self._operand(b, size)
@@ -308,18 +312,18 @@ class _Compiler:
         exponent = _number(node.right)
         if exponent is None or abs(exponent) > MAX_EXPONENT:
             raise ExpressionError(f"the exponent of ** must be a number between -{MAX_EXPONENT} "
-                                  f"and {MAX_EXPONENT}, got {_short(ast.unparse(node.right))}")
+                                  f"and {MAX_EXPONENT}, got {short_repr(ast.unparse(node.right))}")
         base = self.visit(node.left)
         p = exponent
         if base.fn is None:
-            return _Node(None, const=_fold(torch.pow, base.const, p))
+            return _Node(None, const=_fold(torch.pow, node, base.const, p))
         f = base.fn
         return _Node(lambda x: f(x) ** p, base.size)
 
     def visit_Call(self, node: ast.Call) -> _Node:
         if not isinstance(node.func, ast.Name):
             raise ExpressionError(f"only calls of named functions are allowed, got "
-                                  f"{_short(ast.unparse(node.func))}; functions: {', '.join(FUNCTIONS)}")
+                                  f"{short_repr(ast.unparse(node.func))}; functions: {', '.join(FUNCTIONS)}")
         name = node.func.id
         if name.startswith("__"):
             raise ExpressionError(f"dunder names are not allowed ('{name}')")
@@ -342,7 +346,7 @@ class _Compiler:
         if name in ELEMENTWISE:
             fn, (a,) = ELEMENTWISE[name], args
             if a.fn is None:
-                return _Node(None, const=_fold(fn, a.const))
+                return _Node(None, const=_fold(fn, node, a.const))
             f = a.fn
             return _Node(lambda x: fn(f(x)), a.size)
         for arg in args:
@@ -371,7 +375,7 @@ class _Compiler:
     def visit_Subscript(self, node: ast.Subscript) -> _Node:
         v = self.visit(node.value)
         if v.size is None:
-            raise ExpressionError(f"only vectors can be indexed, but {_short(ast.unparse(node.value))} "
+            raise ExpressionError(f"only vectors can be indexed, but {short_repr(ast.unparse(node.value))} "
                                   f"is a scalar")
         f, n = v.fn, v.size
         if isinstance(node.slice, ast.Slice):
@@ -382,7 +386,7 @@ class _Compiler:
             sl = slice(*bounds)
             size = len(range(n)[sl])
             if size == 0:
-                raise ExpressionError(f"the slice {_short(ast.unparse(node))} is empty for a vector "
+                raise ExpressionError(f"the slice {short_repr(ast.unparse(node))} is empty for a vector "
                                       f"of length {n}")
             return _Node(lambda x: f(x)[:, sl], size)
         j = _int_literal(node.slice, "an index")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Annotated, Any, Literal, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, short_repr
 
 
 @dataclass(frozen=True)
@@ -29,25 +29,64 @@ class Range:
     lo_open: bool = False
 
     def check(self, value: float, path: str, what: str) -> None:
-        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
-            raise ConfigError(path, f"expected {what} {'>' if self.lo_open else '>='} {self.lo:g}"
-                              + (f" and <= {self.hi:g}" if self.hi is not None else ""), value)
-        if self.hi is not None and value > self.hi:
-            raise ConfigError(path, f"expected {what} <= {self.hi:g}", value)
+        if (self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)) \
+                or (self.hi is not None and value > self.hi):
+            raise ConfigError(path, f"expected {what}{self.bounds()}", value)
+
+    def bounds(self) -> str:
+        """The bounds in words, e.g. `` >= 1`` or `` > 0 and <= 1``."""
+        parts = ([f"{'>' if self.lo_open else '>='} {_num(self.lo)}"] if self.lo is not None else []) \
+            + ([f"<= {_num(self.hi)}"] if self.hi is not None else [])
+        return "".join(" " + p if i == 0 else " and " + p for i, p in enumerate(parts))
+
+
+@dataclass(frozen=True)
+class Length:
+    """Bounds on the number of items of a list."""
+
+    lo: int = 1
+
+    def check(self, value: Sequence, path: str, what: str) -> None:
+        if len(value) < self.lo:
+            items = f"{self.lo} item{'s' if self.lo > 1 else ''}"
+            raise ConfigError(path, f"expected {what} with at least {items}", list(value))
+
+
+MAX_ITEMS = 100_000  # a longer list is refused before its items are checked (YAML aliases can
+                     # make lists of billions of items from a few lines)
+Seed = Annotated[int, Range(0, 2**32 - 1)]  # numpy's generators take seeds below 2^32
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
+def _plural(text: str) -> str:
+    """``"an integer >= 1"`` -> ``"integers >= 1"``, for "a list of ..."."""
+    for article in ("a ", "an "):
+        if text.startswith(article):
+            head, _, rest = text[len(article):].partition(" ")
+            return f"{head}s {rest}".rstrip()
+    return f"values, each {text}"
 
 
 def describe(hint: Any) -> str:
     """A short human description of a type hint, for error messages."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
-        return describe(args[0])
+        return describe(args[0]) + "".join(m.bounds() for m in args[1:] if isinstance(m, Range))
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (Union, types.UnionType):
         return " or ".join(describe(a) for a in args)
+    if origin is dict:
+        return f"a mapping of {_plural(describe(args[0]))} to {_plural(describe(args[1]))}"
     if origin in (list, tuple, Sequence) or hint in (list, tuple):
         inner = [a for a in args if a is not Ellipsis]
-        return f"a list of {describe(inner[0])}s" if inner else "a list"
+        if origin is tuple and len(inner) > 1 and Ellipsis not in args:
+            kinds = {describe(a) for a in inner}
+            return f"a list of {len(inner)} " + (_plural(kinds.pop()) if len(kinds) == 1 else "items")
+        return f"a list of {_plural(describe(inner[0]))}" if inner else "a list"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
             type(None): "null", dict: "a mapping"}.get(hint, getattr(hint, "__name__", str(hint)))
 
@@ -58,15 +97,20 @@ def check_value(value: Any, hint: Any, path: str) -> Any:
     if hint is Any:
         return value
     if origin is Annotated:
-        out = check_value(value, args[0], path)
+        try:
+            out = check_value(value, args[0], path)
+        except ConfigError as exc:  # say the bounds too: "an integer >= 1", not "an integer"
+            if exc.path != path or exc.expected != f"expected {describe(args[0])}":
+                raise
+            raise ConfigError(path, f"expected {describe(hint)}", value, hint=exc.hint) from None
         for meta in args[1:]:
-            if isinstance(meta, Range):
+            if isinstance(meta, (Range, Length)):
                 meta.check(out, path, describe(args[0]))
         return out
     if origin is Literal:
         if value in args and type(value) is type(args[args.index(value)]):
             return value
-        close = get_close_matches(str(value), [str(a) for a in args], n=1)
+        close = get_close_matches(value, [str(a) for a in args], n=1) if isinstance(value, str) else []
         raise ConfigError(path, f"expected {describe(hint)}", value,
                           hint=f"did you mean {close[0]!r}?" if close else "")
     if origin in (Union, types.UnionType):
@@ -76,9 +120,18 @@ def check_value(value: Any, hint: Any, path: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(path, f"expected {describe(hint)}", value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"expected {describe(hint)}", value)
+        key_hint, value_hint = args
+        return {check_value(k, key_hint, path): check_value(v, value_hint, join_path(path, str(k)[:40]))
+                for k, v in value.items()}
     if origin in (list, tuple, Sequence) or hint in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(path, f"expected {describe(hint)}", value)
+        if len(value) > MAX_ITEMS:
+            raise ConfigError(path, f"expected {describe(hint)} of at most {MAX_ITEMS} items",
+                              f"a list of {len(value)} items")
         inner = [a for a in args if a is not Ellipsis]
         if origin is tuple and len(inner) > 1 and Ellipsis not in args:
             if len(value) != len(inner):
@@ -96,8 +149,13 @@ def check_value(value: Any, hint: Any, path: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(path, "expected a finite number", value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer beyond 1e308
+                raise ConfigError(path, "expected a finite number", value) from None
     elif hint is str:
         if isinstance(value, str):
             return value
@@ -115,12 +173,13 @@ def check_keys(data: Any, known: Sequence[str], path: str, required: Sequence[st
         raise ConfigError(path, "expected a mapping of keys to values", data)
     for key in data:
         if not isinstance(key, str) or key not in known:
-            close = get_close_matches(str(key), known, n=1)
+            close = get_close_matches(key, known, n=1) if isinstance(key, str) and len(key) < 100 else []
             hint = f"did you mean '{close[0]}'?" if close else "known keys: " + ", ".join(known)
-            raise ConfigError(_join(path, str(key)), "unknown key", hint=hint)
+            name = key if isinstance(key, str) and len(key) <= 40 and key.isprintable() else short_repr(key, 40)
+            raise ConfigError(join_path(path, name), "unknown key", hint=hint)
     for key in required:
         if key not in data:
-            raise ConfigError(_join(path, key), "missing required key")
+            raise ConfigError(join_path(path, key), "missing required key")
     return dict(data)
 
 
@@ -131,7 +190,7 @@ def build_dataclass(cls: type, data: Any, path: str = "") -> Any:
     required = [f.name for f in fields
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     data = check_keys({} if data is None else data, [f.name for f in fields], path, required)
-    return cls(**{k: check_value(v, hints[k], _join(path, k)) for k, v in data.items()})
+    return cls(**{k: check_value(v, hints[k], join_path(path, k)) for k, v in data.items()})
 
 
 def check_kwargs(func: Callable, data: Any, path: str = "", skip: Sequence[str] = ()) -> dict:
@@ -141,8 +200,8 @@ def check_kwargs(func: Callable, data: Any, path: str = "", skip: Sequence[str] 
     hints = typing.get_type_hints(func.__init__ if inspect.isclass(func) else func, include_extras=True)
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
     data = check_keys({} if data is None else data, list(params), path, required)
-    return {k: check_value(v, hints.get(k, Any), _join(path, k)) for k, v in data.items()}
+    return {k: check_value(v, hints.get(k, Any), join_path(path, k)) for k, v in data.items()}
 
 
-def _join(path: str, key: str) -> str:
+def join_path(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import MscaleError
+from ..nn import ACTIVATIONS
+
+Activation = Literal[tuple(ACTIVATIONS)]  # a registry name, checked when the settings are read
 
 
 def initialize(model: nn.Module, scale: float) -> nn.Module:

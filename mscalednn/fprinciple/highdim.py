@@ -21,10 +21,10 @@ from torch import nn
 
 from ..nn import MLP
 from ..spectral import gaussian_weights, nudft, peaks, principal_direction
-from ..validate import Range
+from ..validate import Length, Range, Seed
 from . import figures
 from .data import load_images
-from .fit import fit
+from .fit import Activation, fit
 from .oned import first_below, low_first
 
 Count = Annotated[int, Range(1)]
@@ -42,19 +42,19 @@ class HighDim:
     """
 
     digits: Annotated[int, Range(100)] = 5000
-    networks: tuple[Literal["fcn", "cnn"], ...] = ("fcn", "cnn")
+    networks: Annotated[tuple[Literal["fcn", "cnn"], ...], Length(1)] = ("fcn", "cnn")
     fcn_widths: tuple[Count, ...] = (400, 200)
-    activation: str = "tanh"
+    activation: Activation = "tanh"
     lr: Positive = 1e-3
     steps: Count = 800
     batch: Count | None = None          # None: full batch, as in the papers
     record_every: Count = 25
     peaks: Count = 4
     max_k: Count = 40
-    delta_factors: tuple[Positive, ...] = (0.05, 0.1, 0.2)
+    delta_factors: Annotated[tuple[Positive, ...], Length(1)] = (0.05, 0.1, 0.2)
     threshold: Positive = 0.1
     filter_threshold: Positive = 0.5
-    seed: Annotated[int, Range(0)] = 0
+    seed: Seed = 0
 
 
 QUICK_HIGHDIM = {"digits": 2000, "steps": 400, "networks": ("fcn",), "record_every": 20}

@@ -19,9 +19,9 @@ from PIL import Image  # noqa: E402
 
 from ..errors import MscaleError  # noqa: E402
 from ..nn import MLP  # noqa: E402
-from ..validate import Range  # noqa: E402
+from ..validate import Range, Seed  # noqa: E402
 from . import figures  # noqa: E402
-from .fit import fit, initialize  # noqa: E402
+from .fit import Activation, fit, initialize  # noqa: E402
 from .oned import first_below, low_first  # noqa: E402
 
 Count = Annotated[int, Range(1)]
@@ -41,7 +41,7 @@ class ImageFit:
     height: Annotated[int, Range(8)] = 75
     width: Annotated[int, Range(8)] = 60
     widths: tuple[Count, ...] = (500, 400, 300, 200, 200, 100)
-    activation: str = "tanh"
+    activation: Activation = "tanh"
     init_scale: Positive = 1.0
     lr: Positive = 1e-3
     steps: Count = 3000
@@ -49,7 +49,7 @@ class ImageFit:
     bands: Annotated[int, Range(2)] = 6
     snapshots: Annotated[int, Range(2)] = 6
     threshold: Positive = 0.5
-    seed: Annotated[int, Range(0)] = 0
+    seed: Seed = 0
 
 
 QUICK_IMAGE = {"height": 48, "width": 40, "widths": (200, 200, 100), "lr": 3e-3, "steps": 2000}

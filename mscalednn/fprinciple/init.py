@@ -12,7 +12,7 @@ from typing import Annotated
 import numpy as np
 import torch
 
-from ..validate import Range
+from ..validate import Range, Seed
 from . import figures
 from .image import QUICK_IMAGE, ImageFit, train_image
 from .oned import OneD, first_below, in_order, sum_of_sines, train_1d
@@ -30,7 +30,7 @@ class Init:
     steps_1d: Annotated[int, Range(1)] = 4000
     steps_image: Annotated[int, Range(1)] = 2000
     image: bool = True
-    seed: Annotated[int, Range(0)] = 0
+    seed: Seed = 0
 
 
 QUICK_INIT = {"steps_1d": 1500, "steps_image": 600}

@@ -28,7 +28,8 @@ import torch  # noqa: E402
 from scipy.interpolate import CubicSpline  # noqa: E402
 from torch import nn  # noqa: E402
 
-from ..validate import Range  # noqa: E402
+from ..errors import ConfigError  # noqa: E402
+from ..validate import Length, Range, Seed  # noqa: E402
 from .fit import fit  # noqa: E402
 
 Positive = Annotated[float, Range(0.0, lo_open=True)]
@@ -38,7 +39,7 @@ Positive = Annotated[float, Range(0.0, lo_open=True)]
 class LFP:
     """The authors' demo: 5 points, width 10^4, w, b ~ U(-3, 3), a ~ U(-0.1, 0.1)."""
 
-    x: tuple[float, ...] = (-0.8, -0.6, -0.3, -0.06, 0.1)
+    x: Annotated[tuple[float, ...], Length(3)] = (-0.8, -0.6, -0.3, -0.06, 0.1)
     y: tuple[float, ...] = (0.25, -0.25, -0.07, 0.15, -0.05)
     width: Annotated[int, Range(2)] = 10000
     w_range: Positive = 3.0
@@ -46,7 +47,13 @@ class LFP:
     steps: Annotated[int, Range(1)] = 100000
     lr_factor: Annotated[float, Range(0.0, 2.0, lo_open=True)] = 1.8   # lr = lr_factor x half the stable step
     tolerance: Positive = 0.1
-    seed: Annotated[int, Range(0)] = 0
+    seed: Seed = 0
+
+    def __post_init__(self):
+        if len(self.y) != len(self.x):
+            raise ConfigError("y", f"expected a list of {len(self.x)} numbers (one per x)", list(self.y))
+        if len(set(self.x)) != len(self.x):
+            raise ConfigError("x", "expected distinct numbers", list(self.x))
 
 
 QUICK_LFP = {"width": 4000, "steps": 30000}

@@ -13,8 +13,9 @@ import torch
 
 from ..nn import MLP
 from ..spectral import delta_f, dft, peaks
-from ..validate import Range
-from .fit import fit, initialize
+from ..errors import ConfigError
+from ..validate import Length, Range, Seed
+from .fit import Activation, fit, initialize
 from . import figures
 
 Positive = Annotated[float, Range(0.0, lo_open=True)]
@@ -29,18 +30,23 @@ class OneD:
     small initialisation, Adam, lr 1e-4..2e-4.
     """
 
-    frequencies: tuple[Annotated[int, Range(1)], ...] = (1, 3, 5)
+    frequencies: Annotated[tuple[Annotated[int, Range(1)], ...], Length(1)] = (1, 3, 5)
     amplitudes: tuple[float, ...] = (1.0, 1.0, 1.0)
     points: Annotated[int, Range(16)] = 256
     widths: tuple[Count, ...] = (200, 200, 200, 100)
-    activation: str = "tanh"
+    activation: Activation = "tanh"
     init_scale: Positive = 1.0
     lr: Positive = 2e-4
     steps: Count = 2000
     record_every: Count = 10
     frames: Annotated[int, Range(2)] = 40
     threshold: Positive = 0.1
-    seed: Annotated[int, Range(0)] = 0
+    seed: Seed = 0
+
+    def __post_init__(self):
+        if len(self.amplitudes) != len(self.frequencies):
+            raise ConfigError("amplitudes", f"expected a list of {len(self.frequencies)} numbers (one per "
+                              "frequency)", list(self.amplitudes))
 
 
 QUICK_1D = {"steps": 1200}
@@ -127,13 +133,13 @@ class Noise:
     points: Count = 100
     sigma: Annotated[float, Range(0.0)] = 0.2
     widths: tuple[Count, ...] = (200, 200, 200, 100)
-    activation: str = "tanh"
+    activation: Activation = "tanh"
     init_scale: Positive = 1.0
     lr: Positive = 5e-4
     steps: Count = 20000
     record_every: Count = 20
     cutoff: Positive = 2.0      # "high frequency": above cutoff x the target's frequency
-    seed: Annotated[int, Range(0)] = 0
+    seed: Seed = 0
 
 
 QUICK_NOISE = {"steps": 6000}

@@ -16,12 +16,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ..errors import MscaleError  # noqa: E402
+from ..errors import ConfigError, MscaleError  # noqa: E402
 from ..nn import MLP  # noqa: E402
 from ..spectral import nudft  # noqa: E402
-from ..validate import Range  # noqa: E402
+from ..validate import Range, Seed  # noqa: E402
 from .data import load_images  # noqa: E402
-from .fit import fit, initialize  # noqa: E402
+from .fit import Activation, fit, initialize  # noqa: E402
 
 Count = Annotated[int, Range(1)]
 Positive = Annotated[float, Range(0.0, lo_open=True)]
@@ -35,14 +35,19 @@ class Parity:
     bits: Annotated[int, Range(2, 16)] = 10
     train_points: Count = 200
     widths: tuple[Count, ...] = (500, 500)
-    activation: str = "relu"
+    activation: Activation = "relu"
     init_scale: Positive = 1.0
     lr: Positive = 1e-3
     steps: Count = 2000
     digits: Annotated[int, Range(0)] = 5000
     digit_steps: Count = 1500
     batch: Count = 256
-    seed: Annotated[int, Range(0)] = 0
+    seed: Seed = 0
+
+    def __post_init__(self):
+        if self.train_points > 2 ** self.bits:
+            raise ConfigError("train_points", f"expected an integer <= 2^bits = {2 ** self.bits} (bits is "
+                              f"{self.bits})", self.train_points)
 
 
 QUICK_PARITY = {"steps": 800, "digits": 2000, "digit_steps": 500}

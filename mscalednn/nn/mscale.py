@@ -18,13 +18,18 @@ from .activations import get_activation
 from .layers import DenseStack, init_directions
 
 
+MAX_SCALES = {"linear": 1000, "geometric": 64}  # 2^63 is far beyond any useful scale
+
+
 def make_scales(spec: str | Sequence[float]) -> tuple[float, ...]:
     """Scales from an explicit list, ``"linear:N"`` (1, 2, ..., N) or ``"geometric:N"`` (1, 2, 4, ..., 2^(N-1))."""
     if isinstance(spec, str):
         kind, _, n = spec.partition(":")
-        if kind not in ("linear", "geometric") or not n.isdigit() or int(n) < 1:
-            raise ConfigError("scales", "expected a list of positive numbers, 'linear:N' or "
-                              "'geometric:N' with N >= 1", spec)
+        if kind not in ("linear", "geometric") or not (n.isascii() and n.isdigit()) \
+                or not 1 <= int(n) <= MAX_SCALES[kind]:
+            raise ConfigError("scales", "expected a list of positive numbers, 'linear:N' (1 <= N <= "
+                              f"{MAX_SCALES['linear']}) or 'geometric:N' (1 <= N <= "
+                              f"{MAX_SCALES['geometric']})", spec)
         n = int(n)
         return tuple(float(i + 1) for i in range(n)) if kind == "linear" else tuple(2.0 ** i for i in range(n))
     scales = tuple(float(a) for a in spec)
@@ -87,7 +92,8 @@ class MscaleDNN(nn.Module):
         self.in_dim, self.out_dim, self.variant = in_dim, out_dim, variant
         self.scales = make_scales(scales)
         self.fourier, self.scale_bias, self.residual = fourier, scale_bias, residual
-        self.first_activation = get_activation(first_activation or activation)
+        self.first_activation = (get_activation(first_activation, "first_activation") if first_activation
+                                 else get_activation(activation))
         n = len(self.scales)
         first_width = 2 * width if fourier else width
         if hidden_width is not None and (variant != "first_layer" or hidden_width < 1):
