@@ -68,6 +68,16 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
+def save_figure(fig, path: Path, **savefig_kwargs) -> None:
+    """Save a matplotlib figure atomically (format from the suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **savefig_kwargs)
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
 def check_free_space(path: Path, need: int) -> None:
     """OutputError unless the file system holding ``path`` has ``need`` bytes free."""
     free = shutil.disk_usage(path).free

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from .metrics import predict  # noqa: E402
+from .outputs import save_figure  # noqa: E402
 from .problem import PoissonProblem  # noqa: E402
 
 
@@ -29,8 +30,7 @@ def plot_history(history: list[dict], path: Path) -> None:
         ax.legend()
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_solution(problem: PoissonProblem, model: torch.nn.Module, path: Path, n: int = 201) -> None:
@@ -67,8 +67,7 @@ def plot_solution(problem: PoissonProblem, model: torch.nn.Module, path: Path, n
         if problem.dim > 2:
             fig.suptitle(f"{problem.name}: slice x_3..x_{problem.dim} = centre of the box")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _by_model(records: list[dict]) -> dict[str, list[dict]]:
@@ -107,8 +106,7 @@ def plot_compare_errors(records: list[dict], path: Path) -> None:
     axes[0].set_title("error vs step (one line per seed)")
     axes[1].set_title("error vs training time")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_frequency_heatmaps(records: list[dict], measurement: str, path: Path) -> bool:
@@ -127,8 +125,7 @@ def plot_frequency_heatmaps(records: list[dict], measurement: str, path: Path) -
     axes[0][0].set_ylabel("frequency (low to high)")
     fig.colorbar(mesh, ax=axes[0].tolist(), label="Delta_F = |h_k - u*_k| / |u*_k|", extend="both")
     fig.suptitle(f"per-frequency error, {measurement} method", y=1.0 + 0.25 / (0.32 * len(rows) + 2.2))
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     return True
 
 
@@ -149,6 +146,5 @@ def plot_filter_curves(records: list[dict], path: Path) -> bool:
     delta = records[0]["frequency"]["measurements"]["filter"]["delta"]
     fig.suptitle(f"filtering method: Gaussian split, delta = {delta:.3g}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return True

@@ -353,3 +353,25 @@ def test_metrics_record_versions_device_and_commit(tmp_path, capsys):
         assert len(v["git_commit"]) == 40 and isinstance(v["git_dirty"], bool)
     saved = ckpt.read(out)
     assert saved["status"] == "completed" and saved["config"]["train"]["steps"] == 3
+
+
+def test_stop_request_turns_the_first_signal_into_a_request_and_the_second_into_an_interrupt():
+    from mscalednn.runtime import StopRequest
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequest() as stop:
+        assert not stop()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop() and stop.signum == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
+
+
+def test_figures_and_files_leave_no_temporary_files(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["solve", PROBLEM, "--out", str(out), *sets(SMALL + ["train.steps=3"])]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"loss_error.png", "solution.png", "model.pt", "checkpoint.pt", "metrics.json", "history.csv",
+            "config.yaml"} == names
+    assert (out / "solution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.animation import FuncAnimation, PillowWriter  # noqa: E402
 
+from ..outputs import save_figure  # noqa: E402
 from ..plots import delta_f_heatmap  # noqa: E402
 
 
@@ -21,8 +23,7 @@ def heatmap(steps, values: np.ndarray, rows: list[str], path: Path, title: str, 
     ax.set(ylabel="frequency", title=title)
     fig.colorbar(mesh, ax=ax, label="Delta_F", extend="both")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def curves(steps, values: np.ndarray, rows: list[str], path: Path, threshold: float, ylabel: str = "Delta_F",
@@ -36,8 +37,7 @@ def curves(steps, values: np.ndarray, rows: list[str], path: Path, threshold: fl
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def fit_animation(x: np.ndarray, y: np.ndarray, frames: np.ndarray, frame_steps: list[int], path: Path) -> None:
@@ -62,8 +62,10 @@ def fit_animation(x: np.ndarray, y: np.ndarray, frames: np.ndarray, frame_steps:
         title.set_text(f"step {frame_steps[i]}")
         return line, spec, title
 
-    FuncAnimation(fig, draw, frames=len(frames), blit=False).save(path, writer=PillowWriter(fps=6), dpi=70)
+    tmp = Path(path).with_name(f".{Path(path).stem}.tmp.gif")  # written whole, then renamed (atomic)
+    FuncAnimation(fig, draw, frames=len(frames), blit=False).save(tmp, writer=PillowWriter(fps=6), dpi=70)
     plt.close(fig)
+    os.replace(tmp, path)
 
 
 def noise_figure(steps, train_loss, test_loss, best_step, grid, h_best, h_end, x_train, y_train, cutoff,
@@ -89,5 +91,4 @@ def noise_figure(steps, train_loss, test_loss, best_step, grid, h_best, h_end, x
     for ax in axes:
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

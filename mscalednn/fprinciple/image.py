@@ -19,6 +19,7 @@ from PIL import Image  # noqa: E402
 
 from ..errors import MscaleError  # noqa: E402
 from ..nn import MLP  # noqa: E402
+from ..outputs import save_figure  # noqa: E402
 from ..validate import Range, Seed  # noqa: E402
 from . import figures  # noqa: E402
 from .fit import Activation, fit, initialize  # noqa: E402
@@ -127,8 +128,7 @@ def run_image(s: ImageFit, out: Path, progress: bool = True) -> dict:
         ax.imshow(img, cmap="gray", vmin=0, vmax=1)
         ax.set(title=title, xticks=[], yticks=[])
     fig.tight_layout()
-    fig.savefig(out / "snapshots.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "snapshots.png", dpi=100)
     holds = low_first(converge)
     verdict = (f"bands low to high reached relative error < {s.threshold:g} at steps {converge}; held-out pixel "
                f"RMS error {held_out[-1]:.4f}: " + ("low bands first" if holds else "NOT low bands first"))

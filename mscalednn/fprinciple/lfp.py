@@ -29,6 +29,7 @@ from scipy.interpolate import CubicSpline  # noqa: E402
 from torch import nn  # noqa: E402
 
 from ..errors import ConfigError  # noqa: E402
+from ..outputs import save_figure  # noqa: E402
 from ..validate import Length, Range, Seed  # noqa: E402
 from .fit import fit  # noqa: E402
 
@@ -146,8 +147,7 @@ def run_lfp(s: LFP, out: Path, progress: bool = True) -> dict:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "lfp.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "lfp.png", dpi=100)
     to_spline = float(np.abs(net - spline(grid)).max() / span)
     to_linear = float(np.abs(net - np.interp(grid, x[order], y[order])).max() / span)
     verdict = (f"max |network - LFP| / data range = {distances[1]:.4f} at m = {widths[1]} (tolerance "

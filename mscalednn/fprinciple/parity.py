@@ -18,6 +18,7 @@ import torch  # noqa: E402
 
 from ..errors import ConfigError, MscaleError  # noqa: E402
 from ..nn import MLP  # noqa: E402
+from ..outputs import save_figure  # noqa: E402
 from ..spectral import nudft  # noqa: E402
 from ..validate import Range, Seed  # noqa: E402
 from .data import load_images  # noqa: E402
@@ -95,8 +96,7 @@ def run_parity(s: Parity, out: Path, progress: bool = True, data: str | None = N
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "parity.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "parity.png", dpi=100)
     mnist = result["mnist"]
     result["holds"] = (abs(result["test_accuracy"] - 0.5) < 0.1 and result["unseen_accuracy"] < 0.6
                        and (mnist is None or mnist["test_accuracy"] > 0.8))
