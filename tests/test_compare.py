@@ -71,9 +71,10 @@ def test_filter_delta_splits_between_the_peaks_and_respects_the_sample_spacing()
     assert filter_delta(sparse, [1.0, 16.0]) > 10 * delta
 
 
-def test_monitor_keeps_evenly_spaced_columns_and_the_first_crossing():
+def _drive_monitor(max_columns, schedule):
+    """A FrequencyMonitor fed the model c u* at each (step, c) of ``schedule`` (Delta_F = |1 - c|)."""
     problem = _problem("sin(pi*x[0]) + 0.1*sin(23*pi*x[0])", 1)
-    monitor = FrequencyMonitor(problem, n_sample=2048, n_filter=500, max_columns=8)
+    monitor = FrequencyMonitor(problem, n_sample=2048, n_filter=500, max_columns=max_columns)
     model = Scaled(problem)
 
     class State:
@@ -81,10 +82,15 @@ def test_monitor_keeps_evenly_spaced_columns_and_the_first_crossing():
 
     state = State()
     state.model = model
-    for step in range(1, 201):
-        model.c.data.fill_(step / 100)                       # Delta_F = |1 - step/100|
+    for step, c in schedule:
+        model.c.data.fill_(c)
         state.step, state.train_time = step, 0.01 * step
         monitor(state)
+    return monitor
+
+
+def test_monitor_keeps_evenly_spaced_columns_and_the_first_crossing():
+    monitor = _drive_monitor(8, [(step, step / 100) for step in range(1, 201)])
     steps = [s["step"] for s in monitor.snapshots]
     assert 8 <= len(steps) < 16 and len(set(np.diff(steps))) == 1
     # step 91 has Delta_F 0.09 but snapshots were 8 apart by then: 96 is the first one seen
@@ -93,20 +99,8 @@ def test_monitor_keeps_evenly_spaced_columns_and_the_first_crossing():
 
 
 def test_monitor_forgets_the_steps_abandoned_by_a_rollback():
-    problem = _problem("sin(pi*x[0]) + 0.1*sin(23*pi*x[0])", 1)
-    monitor = FrequencyMonitor(problem, n_sample=2048, n_filter=500, max_columns=64)
-    model = Scaled(problem)
-
-    class State:
-        pass
-
-    state = State()
-    state.model = model
     # steps 1-30 with Delta_F falling to 0 at step 30; roll back to 20; steps 21-40 far off
-    for step, c in [(s, s / 30) for s in range(1, 31)] + [(s, 0.5) for s in range(21, 41)]:
-        model.c.data.fill_(c)
-        state.step, state.train_time = step, 0.01 * step
-        monitor(state)
+    monitor = _drive_monitor(64, [(s, s / 30) for s in range(1, 31)] + [(s, 0.5) for s in range(21, 41)])
     steps = [s["step"] for s in monitor.snapshots]
     assert steps == sorted(steps) and steps[-1] == 40 and len(steps) == len(set(steps))
     assert monitor.first_below["grid"] == [None, None]      # the crossings at 28-30 were abandoned

@@ -343,6 +343,11 @@ def test_bad_resume_is_one_line(case, tmp_path, capsys):
             "with-file": "expected no FILE"}[case] in line
 
 
+def test_solve_needs_a_file_or_resume(capsys):
+    assert main(["solve"]) == 2
+    assert "FILE: expected a problem file (or --resume RUN_DIR)" in one_line_error(capsys.readouterr().err)
+
+
 def test_metrics_record_versions_device_and_commit(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["solve", PROBLEM, "--out", str(out), *sets(SMALL + ["train.steps=3"])]) == 0
