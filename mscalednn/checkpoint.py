@@ -16,7 +16,6 @@ It is a pickle (``torch.load(weights_only=False)``): resume only runs you trust.
 
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
-from .outputs import write_atomic
+from .outputs import write_torch
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
@@ -76,10 +75,7 @@ def restore(ckpt: dict, state, sampler) -> None:
 def write(path: str | Path, ckpt: dict, meta: dict | None = None) -> None:
     """Write ``ckpt`` (plus ``meta``: model config, input dimension, resolved config, status)
     atomically to ``path``."""
-    dtype = next(iter(ckpt["state_dict"].values())).dtype if ckpt["state_dict"] else torch.float32
-    buf = io.BytesIO()
-    torch.save({**(meta or {}), **ckpt, "dtype": str(dtype).replace("torch.", "")}, buf)
-    write_atomic(Path(path), buf.getvalue())
+    write_torch(Path(path), {**(meta or {}), **ckpt})
 
 
 def read(run_dir: str | Path) -> dict:

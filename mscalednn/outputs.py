@@ -141,11 +141,18 @@ def _cpu_name() -> str:
 def save_checkpoint(path: Path, model: torch.nn.Module, model_config: ModelConfig, in_dim: int,
                     extra: dict | None = None) -> None:
     """A checkpoint that :func:`load_model` turns back into the network with one call."""
+    write_torch(path, {"model": model_config.to_dict(), "in_dim": in_dim,
+                       "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                       **(extra or {})})
+
+
+def write_torch(path: Path, obj: dict) -> None:
+    """``torch.save(obj)`` atomically, with ``dtype`` (of the first ``state_dict`` tensor) added:
+    the layout :func:`load_model` reads."""
+    first = next(iter(obj["state_dict"].values()), None)
+    dtype = first.dtype if first is not None else torch.float32
     buf = io.BytesIO()
-    torch.save({"model": model_config.to_dict(), "in_dim": in_dim,
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-                **(extra or {})}, buf)
+    torch.save({**obj, "dtype": str(dtype).replace("torch.", "")}, buf)
     write_atomic(path, buf.getvalue())
 
 

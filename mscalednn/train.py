@@ -232,20 +232,20 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
         loss = interior + beta * bc.detach()
         optimizer.step()
         if not _finite(loss, model):  # caught at the step it appears; never reported as a result
-            if len(state.rollbacks) >= config.max_retries:
-                events = state.rollbacks + [{"step": step, "to_step": None, "lr_scale": None}]
-                ckpt.restore(good, state, sampler)
-                state.rollbacks, status = events, "diverged"
+            retry = len(state.rollbacks) < config.max_retries
+            scale = state.lr_scale * config.retry_lr_factor if retry else state.lr_scale
+            event = {"step": step, "to_step": good["step"] if retry else None,
+                     "lr_scale": scale if retry else None}
+            events = state.rollbacks + [event]
+            ckpt.restore(good, state, sampler)  # its roll-back record and lr scale are older than ours
+            state.rollbacks, state.lr_scale = events, scale
+            if not retry:
+                status = "diverged"
                 break
-            events = state.rollbacks + [{"step": step, "to_step": good["step"],
-                                         "lr_scale": state.lr_scale * config.retry_lr_factor}]
-            ckpt.restore(good, state, sampler)
-            state.rollbacks, state.lr_scale = events, events[-1]["lr_scale"]
-            event = events[-1]
             bar.n = state.step
             tqdm.write(f"mscale: warning: non-finite loss or parameters at step {step}; rolled back to step "
-                       f"{event['to_step']} with the learning rate x{event['lr_scale']:g} (retry "
-                       f"{len(state.rollbacks)} of {config.max_retries})", file=sys.stderr)
+                       f"{event['to_step']} with the learning rate x{scale:g} (retry "
+                       f"{len(events)} of {config.max_retries})", file=sys.stderr)
             continue
         state.step, state.train_time = step, state.train_time + time.perf_counter() - t0
         done = step == config.steps or (config.time_limit is not None and state.train_time >= config.time_limit)

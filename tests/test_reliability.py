@@ -235,6 +235,7 @@ def test_persistent_nan_fails_after_bounded_retries_and_keeps_the_last_good_mode
     assert m["status"] == "diverged" and m["steps"] == 20
     assert all(m[k] is None for k in ("rel_l2", "rel_max", "rel_h1", "loss"))
     assert [r["lr_scale"] for r in m["rollbacks"]] == [0.25, 0.0625, None]
+    assert m["lr_scale"] == 0.0625  # the last learning-rate scale tried
     assert [r["step"] for r in m["rollbacks"]] == [26, 21, 21]
     assert all(torch.isfinite(p).all() for p in net.parameters())
 
@@ -294,7 +295,7 @@ def no_space(fd):
 
 
 def test_disk_full_while_training_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
-    real_write, calls = ckpt.write_atomic, {"n": 0}
+    real_write, calls = ckpt.write_torch, {"n": 0}
 
     def write_checkpoint(path, data):  # checkpoints of steps 0 and 5 are written; then the disk is full
         calls["n"] += 1
@@ -302,7 +303,7 @@ def test_disk_full_while_training_keeps_the_last_checkpoint(tmp_path, capsys, mo
             monkeypatch.setattr(outputs.os, "fsync", no_space)
         real_write(path, data)
 
-    monkeypatch.setattr(ckpt, "write_atomic", write_checkpoint)
+    monkeypatch.setattr(ckpt, "write_torch", write_checkpoint)
     out = tmp_path / "run"
     rc = main(["solve", PROBLEM, "--out", str(out),
                *sets(SMALL + ["train.steps=50", "train.checkpoint_every=5", "train.eval_every=100"])])
