@@ -1,5 +1,5 @@
 """Per-frequency convergence of a network towards the exact solution: the F-Principle
-measurements of REFERENCE.md section 2, taken during training.
+measurements of docs/method.md section 4, taken during training.
 
 Three measurements, each a fixed set of points and a map from the network's values there to
 one number per row:
@@ -33,9 +33,10 @@ import torch
 from scipy.spatial import cKDTree
 from threadpoolctl import threadpool_limits
 
-from .metrics import predict
+from .metrics import predict, relative_errors
 from .problem import PoissonProblem
-from .spectral import delta_f, filter_errors, gaussian_weights, nudft, peaks, peaks_nd, principal_direction
+from .sampling import MONITOR, stream
+from .spectral import by_height, delta_f, filter_errors, gaussian_weights, nudft, peaks, peaks_nd, principal_direction
 
 MEAN_ROW_SHARE = 0.1  # the mean gets a row when |mean u*| > this times the rms of u* - mean
 
@@ -56,7 +57,8 @@ class GridSpectrum:
     """Delta_F at the peaks of the windowed DFT of u* on an n^d periodic grid (d = 1 or 2).
 
     In 2D the spectrum of a real function is symmetric (k and -k), so only peaks with k_2 > 0, or
-    k_2 = 0 and k_1 > 0, are rows; they are ordered by |k|.
+    k_2 = 0 and k_1 > 0, are rows; they are ordered by |k|, then by k (lexicographically), never by
+    rounding noise.
     """
 
     name = "grid"
@@ -77,8 +79,8 @@ class GridSpectrum:
         spectrum[(n // 2,) * d] = 0.0                              # the zero frequency (after fftshift)
         k = peaks_nd(spectrum, count=None, rel_height=rel_height) - n // 2
         k = k[(k[:, -1] > 0) | ((k[:, -1] == 0) & (k[:, 0] > 0))] if d == 2 else k[k[:, 0] > 0]
-        k = k[np.argsort(-spectrum[tuple((k + n // 2).T)], kind="stable")][:count]
-        k = k[np.argsort(np.linalg.norm(k, axis=1), kind="stable")]
+        k = k[by_height(spectrum[tuple((k + n // 2).T)])[:count]]   # the largest (ties: index order)
+        k = k[np.lexsort((*k.T[::-1], (k * k).sum(axis=1)))]          # by |k|, then by k
         self.index = tuple((k + n // 2).T)
         self.freqs = [float(np.linalg.norm(row / (hi - lo))) for row in k]       # cycles per unit length
         self.rows = [f"k={int(row[0])}" if d == 1 else f"k=({int(row[0])},{int(row[1])})" for row in k]
@@ -208,7 +210,7 @@ class FrequencyMonitor:
     def __init__(self, problem: PoissonProblem, directions: str = "axes", n_sample: int = 16384,
                  n_filter: int = 2000, max_columns: int = 48, threshold: float = 0.1, seed: int = 2024):
         lo, hi = np.asarray(problem.lo), np.asarray(problem.hi)
-        x = lo + np.random.default_rng(seed).random((n_sample, problem.dim)) * (hi - lo)
+        x = lo + stream(seed, MONITOR).random((n_sample, problem.dim)) * (hi - lo)
         y = _exact(problem, x)
         self.x, self.y = x, y
         self.measurements = [GridSpectrum(problem)] if problem.dim <= 2 else []
@@ -241,7 +243,7 @@ class FrequencyMonitor:
     def _measure(self, model: torch.nn.Module, step: int, train_time: float) -> None:
         h = predict(model, self.x)
         snap = {"step": step, "train_time_s": train_time,
-                "rel_l2": float(np.linalg.norm(h - self.y) / np.linalg.norm(self.y))}
+                "rel_l2": relative_errors(h, self.y)["rel_l2"]}
         for m in self.measurements:
             values = m(predict(model, m.x) if m.name == "grid" else h[:len(m.x)])  # the rest: on the sample
             snap[m.name] = [float(v) for v in values]

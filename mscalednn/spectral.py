@@ -1,4 +1,4 @@
-"""Spectral tools for the Frequency Principle measurements (REFERENCE.md section 2).
+"""Spectral tools for the Frequency Principle measurements (docs/method.md section 4).
 
 * :func:`dft` / :func:`peaks` / :func:`peaks_nd` / :func:`delta_f`: the DFT of samples on a
   uniform grid, its frequency peaks (1D, or on a grid of any dimension), and the relative
@@ -44,15 +44,27 @@ def peaks_nd(spectrum: np.ndarray, count: int | None = None, rel_height: float =
     footprint[(1,) * a.ndim] = False
     neighbours = ndimage.maximum_filter(a, footprint=footprint, mode="constant", cval=-np.inf)
     is_peak = (a > neighbours) & (a > rel_height * a.max())
-    found = np.argwhere(is_peak)
+    found = np.argwhere(is_peak)                                  # in index order
     if count is not None and len(found) > count:
-        found = found[np.argsort(a[tuple(found.T)])[::-1][:count]]
+        found = found[by_height(a[tuple(found.T)])[:count]]
     return found
+
+
+def by_height(heights: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
+    """The order of ``heights`` from the largest down, with heights equal to ``rtol`` (relative to
+    the largest) treated as equal and kept in their given order: peaks that are equal in exact
+    arithmetic (symmetric modes) differ by rounding noise that depends on the CPU and the FFT
+    library, and must not decide which is kept or listed first."""
+    heights = np.asarray(heights, dtype=float)
+    if heights.size == 0:
+        return np.zeros(0, dtype=int)
+    scale = np.abs(heights).max() or 1.0
+    return np.argsort(-np.round(heights / (scale * rtol)), kind="stable")
 
 
 def _largest(found: np.ndarray, a: np.ndarray, count: int | None) -> np.ndarray:
     if count is not None and found.size > count:
-        found = np.sort(found[np.argsort(a[found])[::-1][:count]])
+        found = np.sort(found[by_height(a[found])[:count]])
     return found
 
 
@@ -62,11 +74,14 @@ def delta_f(h_hat: np.ndarray, y_hat: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 
 def principal_direction(x: np.ndarray) -> np.ndarray:
-    """The unit first principal component of the rows of x [n, d] (sign: largest entry positive)."""
+    """The unit first principal component of the rows of x [n, d]; its sign makes the first of its
+    largest entries positive (entries within 1e-9 of the largest count as equal, so that rounding
+    noise cannot flip the direction of, e.g., (1, -1) / sqrt 2)."""
     x = np.asarray(x, dtype=float)
     _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
     p = vt[0]
-    return p if p[np.argmax(np.abs(p))] > 0 else -p
+    first_largest = np.flatnonzero(np.abs(p) >= (1 - 1e-9) * np.abs(p).max())[0]
+    return p if p[first_largest] > 0 else -p
 
 
 def nudft(y: np.ndarray, v: np.ndarray, freqs: np.ndarray) -> np.ndarray:
