@@ -9,7 +9,14 @@ import torch
 from mscalednn.nn import ACTIVATIONS, MLP, MscaleDNN, count_parameters, get_activation, make_scales
 from mscalednn.errors import ConfigError
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """These tests compare formulas to 1e-12: float64, for this file's tests only."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
 
 
 def linear(a, b):
