@@ -10,7 +10,8 @@ respect to the input J [..., N, d, w] and its Laplacian L [..., N, w].
 
 with |J_z|^2 summed over the d input directions. Backpropagation to the parameters through
 these formulas is ordinary autograd. For the compactly supported activations (sReLU, s2ReLU,
-phi) sigma'' is the almost-everywhere derivative (the strong form sees no delta terms).
+phi) sigma'' is the almost-everywhere derivative: exact for s2ReLU and phi, which are C^1; for
+sReLU (and ReLU) the delta terms at the kinks are not seen by the strong form.
 
 What keeps it fast (benchmarks/RESULTS.md measures each step):
 

@@ -1,4 +1,4 @@
-"""The F-Principle experiments (REFERENCE.md section 2), one command each:
+"""The F-Principle experiments (docs/method.md section 5), one command each:
 ``mscale fprinciple EXPERIMENT``.
 
 Every experiment is a frozen settings dataclass (its defaults are the published set-up and

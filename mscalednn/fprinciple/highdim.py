@@ -1,4 +1,4 @@
-"""High-dimensional real data: ``projection`` and ``filter`` (REFERENCE.md section 2).
+"""High-dimensional real data: ``projection`` and ``filter`` (docs/method.md section 5).
 
 A fully connected network and a small CNN learn real digits (one-hot labels, mean squared
 error, full batch, as in the papers). Along the inputs' first principal component p, at the

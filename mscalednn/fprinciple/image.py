@@ -31,7 +31,7 @@ Positive = Annotated[float, Range(0.0, lo_open=True)]
 
 @dataclass(frozen=True)
 class ImageFit:
-    """Published set-up (REFERENCE.md section 2): image ~75 x 60, every other column for
+    """Published set-up (docs/method.md section 5): image ~75 x 60, every other column for
     training, tanh 2-500-400-300-200-200-100-1, Adam lr 5e-5; here lr 1e-3 for 3,000 steps, to
     stay within minutes on 2 cores. ``image``: a file path, or ``grace_hopper`` (the photo
     matplotlib ships). ``threshold``: on the relative error of a band (0.5: the band is half

@@ -1,4 +1,4 @@
-"""``lfp``: the linear F-Principle (REFERENCE.md section 2).
+"""``lfp``: the linear F-Principle (docs/method.md section 5).
 
 A wide two-layer ReLU network f(x) = (1/sqrt m) sum_j a_j relu(w_j x + b_j), trained by full-
 batch gradient descent from an antisymmetric initialisation (f = 0 at the start), ends near the

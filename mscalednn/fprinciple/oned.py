@@ -26,7 +26,7 @@ Count = Annotated[int, Range(1)]
 class OneD:
     """``1d``: fit y = sum_i a_i sin(k_i x) on ``points`` even points of [-pi, pi) (full batch).
 
-    Published set-up (REFERENCE.md section 2): sin x + sin 3x + sin 5x, tanh 200-200-200-100,
+    Published set-up (docs/method.md section 5): sin x + sin 3x + sin 5x, tanh 200-200-200-100,
     small initialisation, Adam, lr 1e-4..2e-4.
     """
 
@@ -138,7 +138,7 @@ class Noise:
     lr: Positive = 5e-4
     steps: Count = 20000
     record_every: Count = 20
-    cutoff: Positive = 2.0      # "high frequency": above cutoff x the target's frequency
+    cutoff: Positive = 2.0      # "high frequency": above this many radians per unit length
     seed: Seed = 0
 
 

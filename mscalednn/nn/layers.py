@@ -49,7 +49,7 @@ def init_directions(weight: torch.Tensor, bias: torch.Tensor, directions: str,
 
     All weights stay trainable. An axis unit sin(a w x_k + b) matches an oscillation along a
     coordinate at once, a pair unit one in a coordinate plane; in high dimension a dense random
-    direction rarely lies near the direction of an oscillation (REFERENCE.md section 5).
+    direction rarely lies near the direction of an oscillation (docs/method.md section 1).
     """
     if directions == "random":
         return

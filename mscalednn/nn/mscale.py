@@ -49,7 +49,8 @@ class MscaleDNN(nn.Module):
     ``variant="subnets"`` (MscaleDNN-2): N subnetworks, the i-th sees a_i x, outputs summed,
         u(x) = sum_i N_i(a_i x).
     The subnetworks run together as one batched matmul per layer (weights [N, in, out]).
-    Each has ``depth`` hidden layers of ``width`` neurons.
+    Each has ``depth`` hidden layers of ``width`` neurons (with ``fourier``, the first gives
+    2 * ``width`` outputs: cos and sin).
 
     ``variant="first_layer"`` (MscaleDNN-1): one network whose first hidden layer is
         h = sigma_1(K (W_0 x) + b_0),   K = diag(a_1, ..., a_1, a_2, ..., a_N),
