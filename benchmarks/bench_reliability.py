@@ -41,10 +41,12 @@ def command(problem: str, steps: int, out: Path) -> list[str]:
 def finished(out: Path) -> tuple[dict, list[list[str]]]:
     metrics = json.loads((out / "metrics.json").read_text())
     rows = [line.split(",")[:9] for line in (out / "history.csv").read_text().splitlines()[1:]]
-    return metrics, [[float(v) for v in row] for row in rows]
+    return metrics, [[float(v) if v else None for v in row] for row in rows]  # loss rows have no errors
 
 
-def close(a: float, b: float) -> bool:
+def close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
     return abs(a - b) <= 1e-12 * max(1.0, abs(b))
 
 
@@ -62,7 +64,7 @@ def trial(problem: str, steps: int, out: Path, sig: int, rng: random.Random, ref
     if (out / "metrics.json").exists() and json.loads((out / "metrics.json").read_text())["status"] == "completed":
         return {"problem": problem, "signal": signal.Signals(sig).name, "delay_s": delay, "killed": False}
     import torch
-    step = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
+    step = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
     resumed = subprocess.run([sys.executable, "-m", "mscalednn.cli", "solve", "--resume", str(out)], cwd=ROOT,
                              capture_output=True, text=True)
     if resumed.returncode != 0:

@@ -11,7 +11,9 @@ same numbers as never stopping (CPU, float64: tests/test_reliability.py).
 to after a divergence); :func:`write` puts it on disk atomically (temporary file, fsync,
 rename), so a run killed while writing keeps its previous checkpoint. The file also carries
 ``model``/``in_dim``/``dtype``, so :func:`mscalednn.load_model` reads it like ``model.pt``.
-It is a pickle (``torch.load(weights_only=False)``): resume only runs you trust.
+Everything in it is plain data (numbers, strings, lists, dicts) and tensors, read with
+``torch.load(weights_only=True)``: a file that holds anything else (a pickled object, which
+could run code when loaded) is refused with one line, and nothing in it is run.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
-from .outputs import write_torch
+from .outputs import load_plain, write_torch
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 1
+FORMAT = 2  # 2: plain data only (format 1 pickled the random generators)
 
 
 def _cpu_copy(obj):
@@ -40,6 +42,12 @@ def _cpu_copy(obj):
     return obj
 
 
+def _numpy_state() -> dict:
+    """NumPy's global generator state as plain data (lists, not arrays)."""
+    state = np.random.get_state(legacy=False)
+    return {**state, "state": {"key": state["state"]["key"].tolist(), "pos": state["state"]["pos"]}}
+
+
 def capture(state, sampler) -> dict:
     """The training state (a :class:`mscalednn.train.TrainState`) and the sampler, copied."""
     return {"format": FORMAT, "step": state.step, "train_time": state.train_time,
@@ -48,7 +56,7 @@ def capture(state, sampler) -> dict:
             "state_dict": _cpu_copy(state.model.state_dict()),
             "optimizer": _cpu_copy(state.optimizer.state_dict()),
             "batch": _cpu_copy(state.batch),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(),
                     "python": random.getstate(), "sampler": sampler.state_dict(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}}
 
@@ -65,7 +73,8 @@ def restore(ckpt: dict, state, sampler) -> None:
     state.batch = None if ckpt["batch"] is None else tuple(t.to(device) for t in ckpt["batch"])
     rng = ckpt["rng"]
     torch.set_rng_state(rng["torch"])
-    np.random.set_state(rng["numpy"])
+    np.random.set_state({**rng["numpy"], "state": {"key": np.asarray(rng["numpy"]["state"]["key"], dtype=np.uint32),
+                                                   "pos": rng["numpy"]["state"]["pos"]}})
     random.setstate(rng["python"])
     sampler.load_state_dict(rng["sampler"])
     if rng["cuda"] and torch.cuda.is_available():
@@ -88,11 +97,7 @@ def read(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError("--resume", f"expected a run directory holding {CHECKPOINT} (written by "
                           "mscale solve)", str(run_dir))
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: any unpickling error
-        raise ConfigError("--resume", f"expected a readable checkpoint ({type(exc).__name__}: {exc})",
-                          str(path)) from None
+    ckpt = load_plain(path, "--resume")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ConfigError("--resume", f"expected a checkpoint of format {FORMAT}",
                           ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__,

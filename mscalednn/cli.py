@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import time
@@ -59,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", metavar="DIR", default=None, help="directory to create (default: runs/compare-NAME-TIME)")
     c.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     f = sub.add_parser("fprinciple", help="reproduce an F-Principle experiment",
-                       description="Run one F-Principle experiment (REFERENCE.md section 2); write its figures "
+                       description="Run one F-Principle experiment (docs/method.md section 5); write its figures "
                                    "and results.json into a new directory.")
     f.add_argument("experiment", metavar="EXPERIMENT",
                    choices=["1d", "image", "noise", "projection", "filter", "lfp", "parity", "init", "all"],
@@ -117,15 +118,22 @@ def _solve_setup(args):
 
 
 def cmd_solve(args) -> int:
+    with contextlib.ExitStack() as held:  # the run directory's lock, released at the end
+        return _solve(args, held)
+
+
+def _solve(args, held: contextlib.ExitStack) -> int:
     from .checkpoint import CHECKPOINT
     from .errors import OutputError
     from .nn import count_parameters
-    from .outputs import (check_free_space, environment, new_run_dir, save_checkpoint, write_history, write_json,
-                          write_yaml)
+    from .outputs import (RunLock, check_free_space, environment, new_run_dir, save_checkpoint, write_history,
+                          write_json, write_yaml)
     from .plots import plot_history, plot_solution
     from .runtime import StopRequest
     from .train import Checkpointing, seed_everything, solve
 
+    if args.resume is not None and (Path(args.resume) / CHECKPOINT).is_file():
+        held.enter_context(RunLock(args.resume))  # before reading: another process may be training there
     problem, problem_spec, run, source, out, resume = _solve_setup(args)
     seed_everything(run.train.seed)
     model = run.model.build(problem.dim)
@@ -135,6 +143,7 @@ def cmd_solve(args) -> int:
     need = 8 * params * (8 if run.train.dtype == "float64" else 4) + 32 * 2**20
     if resume is None:
         out = new_run_dir(args.out, out, need=need)
+        held.enter_context(RunLock(out))
         write_yaml(out / "config.yaml", resolved)
     else:
         check_free_space(out, need)
@@ -168,13 +177,21 @@ def cmd_solve(args) -> int:
               "train.lr", file=sys.stderr)
         return 1
     save_checkpoint(out / "model.pt", result.model, run.model, problem.dim, {"step": m["steps"]})
-    plot_history(result.history, out / "loss_error.png")
+    plot_history(result.history, out / "loss_error.png", m["absolute_errors"])
     plot_solution(problem, result.model, out / "solution.png")
-    print(f"done: rel L2 {m['rel_l2']:.3e}, rel max {m['rel_max']:.3e}, rel H1 {m['rel_h1']:.3e} "
+    print(f"done: {_errors_line(m)} "
           f"after {m['steps']} steps in {m['wall_time_s']:.1f} s ({m['steps_per_s']:.1f} steps/s, "
           f"{params} parameters)\noutputs: {out}/ (metrics.json, history.csv, model.pt, checkpoint.pt, *.png, "
           "config.yaml)")
     return 0
+
+
+def _errors_line(m: dict) -> str:
+    """'rel L2 1.2e-03, rel max ..., rel H1 ...'; 'abs' for an error whose reference is zero."""
+    parts = [f"{'abs' if k in m.get('absolute_errors', ()) else 'rel'} {name} {m[k]:.3e}"
+             for k, name in (("rel_l2", "L2"), ("rel_max", "max"), ("rel_h1", "H1"))]
+    note = " (abs: absolute errors, the exact values there are 0)" if m.get("absolute_errors") else ""
+    return ", ".join(parts) + note
 
 
 def cmd_compare(args) -> int:

@@ -34,7 +34,8 @@ import yaml
 from .errors import ConfigError, ExpressionError, MscaleError, short_repr
 from .expr import check_params, parse_expression
 from .nn import MLP, MscaleDNN, count_parameters
-from .problem import PoissonProblem
+from .problem import PoissonProblem, check_finite
+from .sampling import Sampler, test_points
 from .validate import Length, Range, Seed, join_path, build_dataclass, check_keys, check_kwargs, check_value
 
 MODELS = {"mscale": MscaleDNN, "mlp": MLP}
@@ -66,6 +67,7 @@ class TrainConfig:
     resample_every: Count = 1
     sampler: Literal["uniform", "sobol"] = "uniform"
     eval_every: Count = 500
+    log_every: Count = 10
     n_test: Annotated[int, Range(100, 10**8)] = 10000
     seed: Seed = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -270,7 +272,11 @@ def build_run_config(data: dict) -> RunConfig:
     if size > MAX_PARAMETERS:
         raise ConfigError("model", f"expected a network of at most {MAX_PARAMETERS:.0e} parameters "
                           "(width, depth, scales)", f"{size:.3g} parameters")
-    return RunConfig(ModelConfig(kind, options), build_dataclass(TrainConfig, data.get("train"), "train"))
+    train = build_dataclass(TrainConfig, data.get("train"), "train")
+    if train.loss == "ritz" and train.operator == "hutchinson":
+        raise ConfigError("train.operator", "expected auto, forward or autograd with the Ritz loss (it needs "
+                          "grad u only; hutchinson estimates a Laplacian)", train.operator)
+    return RunConfig(ModelConfig(kind, options), train)
 
 
 def _all_model_keys() -> list[str]:
@@ -344,8 +350,21 @@ def problem_from_dict(data: dict, source: str) -> tuple[PoissonProblem, dict]:
         if spec.dim > 10000:
             raise ConfigError("dim", "expected an integer between 1 and 10000", spec.dim)
         problem = spec.build()
+        check_samples(problem)
     except MscaleError as exc:
         if isinstance(exc, ConfigError):
             raise exc.with_source(source) from None
         raise ConfigError("", str(exc), source=source) from None
     return problem, dataclasses.asdict(spec)
+
+
+def check_samples(problem: PoissonProblem) -> None:
+    """ProblemError unless u* (on the test points, or 1,024 random ones for d > 2), f (256 interior
+    points) and g (1,024 boundary points) are finite: a singular problem is refused before a run
+    starts, with the place it fails."""
+    x_test = torch.as_tensor(test_points(problem, 10000 if problem.dim <= 2 else 1024), dtype=torch.float64)
+    sampler = Sampler(problem, seed=0, dtype=torch.float64)
+    x_in, x_bd = sampler.interior(256), sampler.boundary(1024)
+    check_finite(problem, **{"the exact solution u*": (x_test, problem.u(x_test).detach()),
+                             "the boundary data g": (x_bd, problem.g(x_bd)),
+                             "the source f": (x_in, problem.f(x_in))})

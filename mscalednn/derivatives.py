@@ -31,24 +31,31 @@ def _scalar(fn: Field, x: torch.Tensor) -> torch.Tensor:
     return u.squeeze(-1) if u.dim() == 2 else u
 
 
+def _grad(y: torch.Tensor, x: torch.Tensor, create_graph: bool, retain_graph: bool | None = None) -> torch.Tensor:
+    """d(sum y)/dx; zero where y does not depend on x at all (a constant u, the gradient of a
+    linear u)."""
+    if not y.requires_grad:
+        return torch.zeros_like(x)
+    (g,) = torch.autograd.grad(y.sum(), x, create_graph=create_graph, retain_graph=retain_graph,
+                               allow_unused=True, materialize_grads=True)
+    return g
+
+
 def value_and_grad(fn: Field, x: torch.Tensor, create_graph: bool = True):
     """u(x) [N] and grad u(x) [N, d]."""
     x = x.detach().requires_grad_(True)
     u = _scalar(fn, x)
-    (g,) = torch.autograd.grad(u.sum(), x, create_graph=create_graph)
-    return u, g
+    return u, _grad(u, x, create_graph)
 
 
 def value_grad_laplacian(fn: Field, x: torch.Tensor, create_graph: bool = True):
     """u(x) [N], grad u(x) [N, d] and Laplace u(x) = sum_i d^2u/dx_i^2 [N], by nested autograd."""
     x = x.detach().requires_grad_(True)
     u = _scalar(fn, x)
-    (g,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+    g = _grad(u, x, create_graph=True)
     lap = torch.zeros_like(u)
     for i in range(x.shape[1]):
-        (h,) = torch.autograd.grad(g[:, i].sum(), x, create_graph=create_graph, retain_graph=True,
-                                   allow_unused=True, materialize_grads=True)  # linear u: h = 0
-        lap = lap + h[:, i]
+        lap = lap + _grad(g[:, i], x, create_graph, retain_graph=True)[:, i]  # linear u: 0
     return u, g, lap
 
 
@@ -63,11 +70,10 @@ def hutchinson_autograd(fn: Field, x: torch.Tensor, P: torch.Tensor, create_grap
     Hessian-vector products (one double backward per direction): the fallback estimator."""
     x = x.detach().requires_grad_(True)
     u = _scalar(fn, x)
-    (g,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+    g = _grad(u, x, create_graph=True)
     est = torch.zeros_like(u)
     for k in range(P.shape[1]):
-        (hv,) = torch.autograd.grad((g * P[:, k]).sum(), x, create_graph=create_graph, retain_graph=True,
-                                    allow_unused=True, materialize_grads=True)
+        hv = _grad(g * P[:, k], x, create_graph, retain_graph=True)
         est = est + (hv * P[:, k]).sum(dim=1)
     return u, est
 

@@ -68,3 +68,8 @@ _REPR.maxstring, _REPR.maxother = 78, 78
 
 class OutputError(MscaleError):
     """An output file or directory could not be written (unwritable path, full disk)."""
+
+
+class ProblemError(MscaleError):
+    """The problem is not one that can be solved as stated (e.g. its exact solution or source is
+    not finite at points of the domain)."""

@@ -15,6 +15,7 @@ import platform
 import shutil
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,58 @@ def new_run_dir(out: str | Path | None, stem: str, root: str | Path = "runs", ne
     except OSError as exc:
         raise ConfigError("--out", f"expected a writable directory ({exc.strerror})", str(path)) from None
     return path
+
+
+LOCK = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held while a process trains in it: a second
+    ``mscale solve --resume`` of the same directory is refused with a line naming the holder.
+    ``flock`` on ``DIR/.lock``; the system releases it when the holder exits, even when killed.
+    (Where ``fcntl`` does not exist, e.g. on Windows, there is no lock.)"""
+
+    def __init__(self, run_dir: str | Path):
+        self.path, self.fh = Path(run_dir) / LOCK, None
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        if not self.path.parent.is_dir():
+            raise ConfigError("--resume", "expected an existing run directory", str(self.path.parent))
+        try:
+            fh = open(self.path, "a+")
+        except OSError as exc:
+            raise ConfigError("--out", f"expected a writable run directory ({exc.strerror})",
+                              str(self.path.parent)) from None
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise ConfigError("--resume", f"expected a run directory that no other process is using; {holder} "
+                              "holds it (wait for it to finish, or stop it)", str(self.path.parent)) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()} on {platform.node() or 'this machine'} (since "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        fh.flush()
+        self.fh = fh
+        return self
+
+    def release(self) -> None:
+        if self.fh is not None:
+            self.fh.close()  # closing the file releases the lock
+            self.fh = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -156,13 +209,33 @@ def write_torch(path: Path, obj: dict) -> None:
     write_atomic(path, buf.getvalue())
 
 
+def load_plain(path: Path, what: str, map_location: str = "cpu") -> dict:
+    """A file written by :func:`write_torch`, read with ``torch.load(weights_only=True)``: only
+    tensors and plain data are accepted, so a file from someone else cannot run code. Any other
+    content, or a file that cannot be read, is a one-line ConfigError naming ``what``."""
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols, then refuses
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # refused content, a truncated or foreign file, an unreadable path
+        parts = [p.strip() for p in str(exc).split("\n\n") if p.strip()]
+        parts = [p for p in parts if not p.startswith(("Weights only load failed", "Check the documentation",
+                                                         "Please file an issue"))] or parts[-1:]
+        reason = " ".join(" ".join(parts).split())[:160] or type(exc).__name__
+        raise ConfigError(what, f"expected a file written by mscale, of tensors and plain data only (refused: "
+                          f"{reason}; nothing in it was run)", str(path)) from None
+    if not isinstance(obj, dict) or "state_dict" not in obj:
+        raise ConfigError(what, "expected a model or checkpoint file written by mscale", str(path))
+    return obj
+
+
 def load_model(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
     """The trained network saved in a model file (``model.pt``), a checkpoint (``checkpoint.pt``)
     or a run directory."""
     path = Path(path)
     if path.is_dir():  # the final model, else the last checkpoint of an unfinished run
         path = path / "model.pt" if (path / "model.pt").exists() else path / "checkpoint.pt"
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    ckpt = load_plain(path, "model", map_location)
     options = dict(ckpt["model"])
     kind = options.pop("kind")
     model = ModelConfig(kind, options).build(ckpt["in_dim"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -16,16 +17,19 @@ from .outputs import save_figure  # noqa: E402
 from .problem import PoissonProblem  # noqa: E402
 
 
-def plot_history(history: list[dict], path: Path) -> None:
-    """Loss terms and relative errors against the step, on log axes."""
-    steps = [r["step"] for r in history]
+def plot_history(history: list[dict], path: Path, absolute: Sequence[str] = ()) -> None:
+    """Loss terms (every logged row) and errors (the evaluated rows) against the step, on log
+    axes; ``absolute``: the errors that are absolute, not relative (their reference is 0)."""
+    logged = [r for r in history if r["step"] > 0]                    # step 0 has no place on a log axis
+    evaluated = [r for r in logged if "rel_l2" in r]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for key in ("loss_interior", "loss_boundary"):
-        ax1.plot(steps, np.abs([r[key] for r in history]), label=f"|{key}|")
+        ax1.plot([r["step"] for r in logged], np.abs([r[key] for r in logged]), label=f"|{key}|", lw=1)
     ax1.set(xscale="log", yscale="log", xlabel="step", title="loss terms")
     for key in ("rel_l2", "rel_max", "rel_h1"):
-        ax2.plot(steps, [r[key] for r in history], label=key)
-    ax2.set(xscale="log", yscale="log", xlabel="step", title="relative error vs exact solution")
+        label = key.replace("rel_", "abs_") if key in absolute else key
+        ax2.plot([r["step"] for r in evaluated], [r[key] for r in evaluated], "o-", ms=3, label=label)
+    ax2.set(xscale="log", yscale="log", xlabel="step", title="error against the exact solution")
     for ax in (ax1, ax2):
         ax.legend()
         ax.grid(True, which="both", alpha=0.3)

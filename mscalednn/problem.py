@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .derivatives import value_and_grad, value_grad_laplacian
+from .errors import ProblemError
 
 Field = Callable[[torch.Tensor], torch.Tensor]
 
@@ -77,3 +78,19 @@ class PoissonProblem:
     def f(self, x: torch.Tensor) -> torch.Tensor:
         """Source f = -Laplace u*(x) [N], exact."""
         return -value_grad_laplacian(self.exact, x, create_graph=False)[2].detach()
+
+
+def check_finite(problem: PoissonProblem, **fields: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """ProblemError (one line) if a field (name -> (points x [N, d], values [N] or [N, d])) has a
+    NaN or an infinity: a singular exact solution or source (e.g. 1/x[0] on a box that contains
+    x[0] = 0) is the problem's fault, not the training's."""
+    for name, (x, values) in fields.items():
+        bad = ~torch.isfinite(values.reshape(values.shape[0], -1)).all(dim=1)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            point = ", ".join(f"{v:.4g}" for v in x[i].tolist()[:6]) + (", ..." if x.shape[1] > 6 else "")
+            value = values[i].reshape(-1)[~torch.isfinite(values[i].reshape(-1))][0].item()
+            raise ProblemError(
+                f"{problem.name}: {name} is not finite at {int(bad.sum())} of {x.shape[0]} points, e.g. "
+                f"{value} at x = ({point}); the exact solution and its derivatives must be finite on the "
+                "closed domain (move the singularity outside it, or change the domain)")

@@ -1,8 +1,13 @@
-"""Collocation points in the box and on its boundary, and the fixed test set."""
+"""Collocation points in the box and on its boundary, and the fixed test set.
+
+Every random draw comes from a stream of its own, :func:`stream` (seed, purpose): NumPy's
+``SeedSequence`` with the purpose as spawn key, so that the training points of seed s and the
+test points of seed s (or the frequency monitor's sample) are independent even when the seeds
+are equal.
+"""
 
 from __future__ import annotations
 
-import pickle
 import warnings
 
 import numpy as np
@@ -11,12 +16,20 @@ from scipy.stats import qmc
 
 from .problem import PoissonProblem
 
+TRAIN, TEST, MONITOR = 0, 1, 2  # purposes: collocation points, test points, frequency monitor sample
+
+
+def stream(seed: int, purpose: int) -> np.random.Generator:
+    """The random generator for ``purpose`` (TRAIN, TEST, MONITOR) under ``seed``: distinct
+    purposes give independent streams for any seeds, equal or not."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(purpose,)))
+
 
 class Sampler:
     """Draws interior and boundary points, uniform random or scrambled Sobol (quasi-random).
 
     Boundary points pick a face with probability proportional to its area, then a point
-    uniformly on it. All draws come from generators seeded by ``seed``.
+    uniformly on it. All draws come from the TRAIN stream of ``seed`` (see :func:`stream`).
     """
 
     def __init__(self, problem: PoissonProblem, kind: str = "uniform", seed: int = 0,
@@ -24,7 +37,7 @@ class Sampler:
         if kind not in ("uniform", "sobol"):
             raise ValueError(f"sampler kind must be 'uniform' or 'sobol', got {kind!r}")
         self.problem, self.kind, self.device, self.dtype = problem, kind, device, dtype
-        self.rng = np.random.default_rng(seed)
+        self.rng = stream(seed, TRAIN)
         d = problem.dim
         if kind == "sobol":
             self._sobol_in = qmc.Sobol(d, scramble=True, seed=self.rng)
@@ -35,17 +48,22 @@ class Sampler:
         self._face_cdf = np.cumsum(areas) / areas.sum()
 
     def state_dict(self) -> dict:
-        """The generators' state (with the Sobol sequences' positions), for a checkpoint."""
-        engines = (self.rng, getattr(self, "_sobol_in", None), getattr(self, "_sobol_bd", None))
-        return {"kind": self.kind, "engines": pickle.dumps(engines)}
+        """The position of every draw, as plain data (for a checkpoint): the generator's state and
+        how many points each Sobol sequence has given."""
+        engines = [getattr(self, name, None) for name in ("_sobol_in", "_sobol_bd")]
+        return {"kind": self.kind, "rng": self.rng.bit_generator.state,
+                "sobol": [e.num_generated if e is not None else 0 for e in engines]}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue the draws exactly where :meth:`state_dict` was taken."""
+        """Continue the draws exactly where :meth:`state_dict` was taken (this sampler must have
+        been made with the same problem, kind and seed: the Sobol scrambling comes from the seed)."""
         if state["kind"] != self.kind:
             raise ValueError(f"sampler state is for kind {state['kind']!r}, not {self.kind!r}")
-        self.rng, sobol_in, sobol_bd = pickle.loads(state["engines"])
+        self.rng.bit_generator.state = state["rng"]
         if self.kind == "sobol":
-            self._sobol_in, self._sobol_bd = sobol_in, sobol_bd
+            for engine, n in zip((self._sobol_in, self._sobol_bd), state["sobol"]):
+                engine.reset()
+                engine.fast_forward(n)
 
     def _unit(self, n: int, sobol: qmc.Sobol | None) -> np.ndarray:
         if sobol is None:
@@ -76,10 +94,10 @@ class Sampler:
 
 def test_points(problem: PoissonProblem, n: int = 10000, seed: int = 12345) -> np.ndarray:
     """Fixed evaluation points: a uniform grid in 1D (n points) and 2D (about n points),
-    seeded uniform random points in higher dimension."""
+    uniform random points of the TEST stream of ``seed`` in higher dimension."""
     lo, hi, d = np.asarray(problem.lo), np.asarray(problem.hi), problem.dim
     if d <= 2:
         m = n if d == 1 else int(round(np.sqrt(n)))
         axes = [np.linspace(lo[k], hi[k], m) for k in range(d)]
         return np.stack([a.ravel() for a in np.meshgrid(*axes, indexing="ij")], axis=1)
-    return lo + np.random.default_rng(seed).random((n, d)) * (hi - lo)
+    return lo + stream(seed, TEST).random((n, d)) * (hi - lo)

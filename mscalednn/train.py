@@ -1,11 +1,13 @@
 """The training loop: one readable function, hooks passed in.
 
     for each step:
-        t = fraction of the budget used (steps or wall time, whichever is further)
-        set lr(t), beta(t); resample collocation points every k steps
+        t = fraction of the budget used (steps or training time, whichever is further)
+        set lr(t), beta(t); resample collocation points every k steps (f and g must be finite)
         L = interior loss (Ritz or residual) + beta * boundary penalty, backward in chunks of points
         Adam step
-        every n steps: evaluate errors on the fixed test set, log
+        every log_every steps: log the loss terms (of the parameters before the step)
+        every eval_every steps: the errors on the fixed test set and the loss, both at the new
+            parameters, log
         call the hooks (every step; they see whether errors were just evaluated)
         a NaN/Inf in the loss or parameters: roll back to the last checkpoint, lower lr, retry
         every c steps, at the end and when asked to stop: checkpoint (checkpoint.py)
@@ -34,10 +36,11 @@ from .derivatives import laplacian_operator, value_and_grad
 from .forward_laplacian import forward_laplacian, supports
 from .errors import ConfigError
 from .metrics import EvalSet, evaluate
-from .problem import PoissonProblem
+from .problem import PoissonProblem, check_finite
+from .progress import BudgetBar, budget_fraction
 from .sampling import Sampler
 
-# staged boundary weight (REFERENCE.md section 1): multiplier from each fraction of training on
+# staged boundary weight (docs/method.md section 2): multiplier from each fraction of training on
 BETA_STAGES = ((0.0, 1.0), (0.1, 10.0), (0.2, 50.0), (0.25, 100.0), (0.5, 200.0), (0.75, 500.0))
 
 
@@ -58,12 +61,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def learning_rate(config: TrainConfig, t: float) -> float:
-    """lr at budget fraction t in [0, 1]: lr * r^t (exponential), lr * r^(floor(t m)/m) (step,
-    m = lr_drops), lr (r + (1 - r)(1 + cos pi t)/2) (cosine), with r = lr_final."""
+    """lr at budget fraction t in [0, 1]: lr * r^t (exponential), lr * r^(min(floor(t (m + 1)), m) / m)
+    (step: m = lr_drops drops, at t = 1/(m+1), ..., m/(m+1), the last part at lr * r),
+    lr (r + (1 - r)(1 + cos pi t)/2) (cosine), with r = lr_final."""
     r = config.lr_final
     factor = {"constant": 1.0,
               "exponential": r ** t,
-              "step": r ** (min(math.floor(t * config.lr_drops), config.lr_drops) / config.lr_drops),
+              "step": r ** (min(math.floor(t * (config.lr_drops + 1)), config.lr_drops) / config.lr_drops),
               "cosine": r + (1 - r) * 0.5 * (1 + math.cos(math.pi * t))}[config.lr_schedule]
     return config.lr * factor
 
@@ -76,10 +80,13 @@ def boundary_weight(config: TrainConfig, t: float) -> float:
 
 
 def auto_chunk(model: torch.nn.Module, dim: int, budget: int = 2**23) -> int:
-    """Points per backward pass so that a [points, dim, width] Jacobian tensor stays under
-    ``budget`` elements (32 MiB in float32), but never under 256 points."""
-    width = max((p.shape[-1] for p in model.parameters() if p.dim() >= 2), default=1)
-    return max(256, budget // (dim * width))
+    """Points per backward pass so that the largest Jacobian tensor of a layer, [points, dim,
+    units], stays under ``budget`` elements (32 MiB in float32), but never under 256 points.
+    ``units`` counts every copy a weight is batched over: a weight [n, a, b] of n subnetworks
+    gives a Jacobian [n, points, dim, max(a, b)]."""
+    units = max((math.prod(p.shape[:-2]) * max(p.shape[-2:]) for p in model.parameters() if p.dim() >= 2),
+                default=1)
+    return max(256, budget // (dim * units))
 
 
 def backward_in_chunks(loss_of: Callable, x: torch.Tensor, f: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -117,8 +124,9 @@ def compile_loss(fn: Callable) -> Callable:
 def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig):
     """The interior loss (x, f) -> mean over x, and the boundary penalty's weight.
 
-    Ritz needs grad u only: one reverse pass (``auto``, ``autograd``, ``hutchinson``) or the
-    forward Jacobian (``forward``). The residual loss needs Laplace u: the configured operator.
+    Ritz needs grad u only: one reverse pass (``auto``, ``autograd``) or the forward Jacobian
+    (``forward``); ``hutchinson`` estimates a Laplacian the Ritz loss does not use, so the config
+    refuses it. The residual loss needs Laplace u: the configured operator.
     """
     if config.loss == "ritz":
         if config.operator == "forward" and supports(model):
@@ -136,7 +144,20 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
     def residual(x, f):
         return losses.residual_interior(laplacian(x)[2], f)
 
-    return (compile_loss(residual) if config.compile else residual), 1.0
+    return residual, 1.0
+
+
+def loss_terms(interior_loss: Callable, model: torch.nn.Module, batch: tuple, bc_weight: float,
+               chunk: int) -> tuple[float, float]:
+    """(interior loss, boundary penalty) of ``model`` on ``batch`` = (x_in, x_bd, f, g), without a
+    backward pass: the loss at the current parameters, for the record."""
+    x_in, x_bd, f, g = batch
+    n = x_in.shape[0]
+    interior = sum(interior_loss(xs, fs).detach() * (xs.shape[0] / n)
+                   for xs, fs in zip(torch.split(x_in, chunk), torch.split(f, chunk)))
+    with torch.no_grad():
+        bc = losses.boundary_penalty(model(x_bd).squeeze(-1), g, bc_weight)
+    return float(interior), float(bc)
 
 
 @dataclass
@@ -195,8 +216,11 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
     model.to(device=device, dtype=dtype)
     sampler = Sampler(problem, config.sampler, config.seed, device, dtype)
     test = EvalSet.build(problem, config.n_test)
+    check_finite(problem, **{"the exact solution u*": (test.x, torch.as_tensor(test.u)),
+                             "grad u*": (test.x, torch.as_tensor(test.grad_u))})
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     interior_loss, bc_weight = _interior_loss(problem, model, config)
+    train_loss = compile_loss(interior_loss) if config.compile else interior_loss
     chunk = config.chunk or auto_chunk(model, problem.dim)
     state = TrainState(0, model, optimizer)
     if resume is not None:
@@ -211,22 +235,23 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
 
     if checkpoint is not None and resume is None:
         save("running")  # step 0: an unwritable path or a full disk fails here, before training
-    bar = tqdm(total=config.steps, initial=state.step, disable=not config.progress, dynamic_ncols=True,
-               leave=False)
+    bar = BudgetBar(config.steps, config.time_limit, state.step, state.train_time, enabled=config.progress)
     start = time.perf_counter()
     status = "completed"
     while True:
         step, t0 = state.step + 1, time.perf_counter()
-        t = max((step - 1) / config.steps, state.train_time / config.time_limit if config.time_limit else 0.0)
+        t = budget_fraction(config.steps, config.time_limit, step - 1, state.train_time)
         lr, beta = learning_rate(config, t) * state.lr_scale, boundary_weight(config, t)
         for group in optimizer.param_groups:
             group["lr"] = lr
         if state.batch is None or (step - 1) % config.resample_every == 0:
             x_in, x_bd = sampler.interior(config.n_interior), sampler.boundary(config.n_boundary)
-            state.batch = (x_in, x_bd, problem.f(x_in), problem.g(x_bd))
+            f, g = problem.f(x_in), problem.g(x_bd)
+            check_finite(problem, **{"the source f": (x_in, f), "the boundary data g": (x_bd, g)})
+            state.batch = (x_in, x_bd, f, g)
         x_in, x_bd, f, g = state.batch
         optimizer.zero_grad(set_to_none=True)
-        interior = backward_in_chunks(interior_loss, x_in, f, chunk)
+        interior = backward_in_chunks(train_loss, x_in, f, chunk)
         bc = losses.boundary_penalty(model(x_bd).squeeze(-1), g, bc_weight)
         (beta * bc).backward()
         loss = interior + beta * bc.detach()
@@ -242,22 +267,28 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
             if not retry:
                 status = "diverged"
                 break
-            bar.n = state.step
             tqdm.write(f"mscale: warning: non-finite loss or parameters at step {step}; rolled back to step "
                        f"{event['to_step']} with the learning rate x{scale:g} (retry "
                        f"{len(events)} of {config.max_retries})", file=sys.stderr)
             continue
         state.step, state.train_time = step, state.train_time + time.perf_counter() - t0
         done = step == config.steps or (config.time_limit is not None and state.train_time >= config.time_limit)
-        bar.update(1)
+        # every row holds numbers measured at the parameters after ``step`` updates: this step's
+        # loss was taken before its update, so it is the row of step - 1
+        if (step - 1) % config.log_every == 0 and not (state.history and state.history[-1]["step"] == step - 1):
+            state.history.append({"step": step - 1, "loss": loss.item(), "loss_interior": interior.item(),
+                                  "loss_boundary": bc.item(), "beta": beta})
+            bar.update(step, state.train_time, loss=state.history[-1]["loss"])
+        else:
+            bar.update(step, state.train_time)
         state.evaluated = step % config.eval_every == 0 or done or step == 1
-        if state.evaluated:
-            record = {"step": step, "loss": loss.item(), "loss_interior": interior.item(),
-                      "loss_boundary": bc.item(), **evaluate(model, test), "lr": lr, "beta": beta,
+        if state.evaluated:  # the loss again, at the parameters the errors are measured at
+            interior_now, bc_now = loss_terms(interior_loss, model, state.batch, bc_weight, chunk)
+            record = {"step": step, "loss": interior_now + beta * bc_now, "loss_interior": interior_now,
+                      "loss_boundary": bc_now, "beta": beta, **evaluate(model, test), "lr": lr,
                       "train_time_s": state.train_time, "elapsed_s": time.perf_counter() - start}
             state.history.append(record)
-            bar.set_postfix(interior=f"{record['loss_interior']:.3e}", boundary=f"{record['loss_boundary']:.2e}",
-                            rel_l2=f"{record['rel_l2']:.2e}", lr=f"{lr:.1e}")
+            bar.update(step, state.train_time, loss=record["loss"], rel_l2=record["rel_l2"])
         for hook in hooks:
             hook(state)
         stopping = stop is not None and stop()
@@ -268,9 +299,10 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
             break
     bar.close()
     wall = time.perf_counter() - start
-    final = state.history[-1] if status == "completed" else {}
+    final = state.history[-1] if status == "completed" else {}  # the evaluation of the last step
     metrics = {"status": status, **{k: final.get(k) for k in ("rel_l2", "rel_max", "rel_h1", "loss")},
                "steps": state.step, "wall_time_s": wall, "train_time_s": state.train_time,
                "steps_per_s": state.step / max(state.train_time, 1e-12), "device": str(device),
-               "dtype": config.dtype, "lr_scale": state.lr_scale, "rollbacks": state.rollbacks}
+               "dtype": config.dtype, "lr_scale": state.lr_scale, "rollbacks": state.rollbacks,
+               "absolute_errors": test.absolute}
     return SolveResult(model, state.history, metrics)

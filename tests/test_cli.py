@@ -44,7 +44,8 @@ def test_smoke_every_problem(problem, model, tmp_path, monkeypatch):
         assert math.isfinite(m[key]) and m[key] > 0
     assert m["params"] > 1000
     rows = list(csv.DictReader((out / "history.csv").open()))
-    assert [int(r["step"]) for r in rows] == [1, 3, 6] and "rel_l2" in rows[0]
+    assert [int(r["step"]) for r in rows] == [0, 1, 3, 6]           # the loss at step 0, then evaluations
+    assert rows[0]["rel_l2"] == "" and all(float(r["rel_l2"]) > 0 for r in rows[1:])
     assert {"loss_error.png", "solution.png", "model.pt", "config.yaml"} <= {p.name for p in out.iterdir()}
     # the checkpoint reloads with one call and reproduces the reported error
     net = load_model(out)

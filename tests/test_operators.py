@@ -68,7 +68,9 @@ class Odd(nn.Module):
         return self.out(torch.tanh(self.lin(x)) ** 3)
 
 
-def test_fallback_warns_once_naming_the_module_and_stays_exact():
+def test_fallback_warns_once_naming_the_module_and_stays_exact(monkeypatch):
+    from mscalednn import derivatives
+    monkeypatch.setattr(derivatives, "_warned", set())  # once per process: whatever warned before
     torch.manual_seed(0)
     model = Odd().double()
     x = torch.rand(12, D, dtype=torch.float64)
@@ -113,10 +115,34 @@ def test_backward_in_chunks_equals_one_backward():
         assert (a is None and p.grad is None) or torch.allclose(p.grad, a, rtol=1e-11, atol=1e-13)
 
 
-def test_auto_chunk_bounds_the_jacobian():
-    model = MLP(100, width=128, depth=3)
-    chunk = auto_chunk(model, 100)
-    assert chunk * 100 * 128 <= 2**23 and chunk >= 256
+def largest_saved_tensor(model, x):
+    """The most elements of any tensor the forward Laplacian's graph keeps for the backward."""
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward_laplacian(model, x, need_grad=False)
+    return max(sizes)
+
+
+@pytest.mark.parametrize("make", [
+    lambda d: MLP(d, width=128, depth=3),
+    lambda d: MscaleDNN(d, scales="geometric:6", width=120, depth=3, variant="first_layer"),
+    lambda d: MscaleDNN(d, scales="geometric:6", width=64, depth=3, variant="subnets"),  # Jacobian [6, N, d, 64]
+    lambda d: MscaleDNN(d, scales="geometric:4", width=32, depth=3, variant="subnets", fourier=True),
+], ids=["mlp", "first_layer", "subnets", "subnets-fourier"])
+def test_auto_chunk_bounds_the_jacobian(make):
+    """No tensor the forward Laplacian keeps for the backward exceeds the budget (and chunks
+    are not needlessly small: the largest is over a third of it)."""
+    torch.manual_seed(0)
+    d, budget = 20, 2**22
+    model = make(d)
+    chunk = auto_chunk(model, d, budget=budget)
+    assert chunk >= 256
+    assert budget / 3 < largest_saved_tensor(model, torch.rand(chunk, d)) <= budget
     assert auto_chunk(MLP(10, width=128, depth=3), 10) > 2000  # small problems are not split
 
 
@@ -162,5 +188,8 @@ def test_compiled_training_matches_eager():
         seed_everything(0)
         cfg = TrainConfig(steps=5, n_interior=64, n_boundary=32, eval_every=5, n_test=100, dtype="float64",
                           progress=False, compile=compile_, lr=1e-2)
-        results.append(solve(problem, MLP(2, width=16, depth=2), cfg).metrics["rel_l2"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results.append(solve(problem, MLP(2, width=16, depth=2), cfg).metrics["rel_l2"])
+        assert not [w for w in caught if "train.compile" in str(w.message)]  # it compiled: no fallback
     assert abs(results[0] - results[1]) < 1e-9 * results[0]

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from mscalednn import PoissonProblem, TrainConfig, load_model, load_problem, loa
 from mscalednn import checkpoint as ckpt
 from mscalednn import outputs
 from mscalednn.cli import main
-from mscalednn.errors import OutputError
+from mscalednn.errors import ConfigError, OutputError
 from mscalednn.nn import MLP
 from mscalednn.train import Checkpointing, learning_rate, seed_everything
 
@@ -47,9 +48,10 @@ def train(overrides, *, path=None, resume=None, stop=None):
 
 
 def assert_same_run(a_history, b_history, a_metrics, b_metrics):
-    assert len(a_history) == len(b_history)
+    assert [sorted(r) for r in a_history] == [sorted(r) for r in b_history]
+    assert any("rel_l2" in r for r in a_history) and any("rel_l2" not in r for r in a_history)
     for ra, rb in zip(a_history, b_history):
-        for k in ("step", "loss", "loss_interior", "loss_boundary", "rel_l2", "rel_max", "rel_h1", "lr"):
+        for k in set(ra) - {"train_time_s", "elapsed_s"}:
             assert abs(ra[k] - rb[k]) <= 1e-12 * max(1.0, abs(ra[k])), (k, ra, rb)
     for k in KEYS:
         assert abs(a_metrics[k] - b_metrics[k]) <= 1e-12 * max(1.0, abs(a_metrics[k])), (k, a_metrics, b_metrics)
@@ -74,7 +76,7 @@ def test_stop_and_resume_in_process_is_the_uninterrupted_run(extra, tmp_path):
     part = train(overrides, path=tmp_path / "ck.pt", stop=stop)
     assert part.metrics["status"] == "interrupted" and part.metrics["steps"] == 33
     assert part.metrics["rel_l2"] is None  # an interrupted run reports no result
-    saved = torch.load(tmp_path / "ck.pt", weights_only=False)
+    saved = torch.load(tmp_path / "ck.pt", weights_only=True)  # plain data and tensors only
     assert saved["step"] == 33 and saved["status"] == "interrupted"
     resumed = train(overrides, resume=saved)
     assert resumed.metrics["status"] == "completed"
@@ -105,10 +107,10 @@ def resume(out: Path) -> subprocess.CompletedProcess:
 
 def wait_for_training(out: Path, proc: subprocess.Popen, delay: float) -> None:
     """Wait until the step-0 checkpoint exists (training has started), then ``delay`` s."""
-    deadline = time.time() + 120
+    deadline = time.monotonic() + 300  # a timeout for a hung start, not a measurement
     while not (out / ckpt.CHECKPOINT).exists():
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.05)
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
     time.sleep(delay)
 
 
@@ -119,6 +121,23 @@ def reference(tmp_path_factory):
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     return json.loads((out / "metrics.json").read_text()), (out / "history.csv").read_text()
+
+
+def interrupted_run(out: Path, reference, share: float, send) -> tuple[subprocess.Popen, float, str]:
+    """Start the reference run's config in ``out`` and call ``send(proc)`` after ``share`` of the
+    reference run's training time: a moment inside training on a machine of any speed. If the
+    run still finished first (the machine sped up), try again at half the share."""
+    for _ in range(6):
+        delay = share * reference[0]["train_time_s"]
+        proc = start(out)
+        wait_for_training(out, proc, delay)
+        send(proc)
+        _, err = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            return proc, delay, err
+        shutil.rmtree(out)  # finished before the signal
+        share /= 2
+    pytest.fail("every run finished before its signal")
 
 
 def metrics_of(out: Path) -> dict:
@@ -136,14 +155,10 @@ def assert_matches_reference(out: Path, reference) -> None:
 
 
 def test_sigkill_at_a_random_step_then_resume_gives_the_uninterrupted_result(reference, tmp_path):
-    delay = random.Random().uniform(0.2, 4.0)
     out = tmp_path / "run"
-    proc = start(out)
-    wait_for_training(out, proc, delay)
-    proc.kill()
-    proc.communicate()
+    proc, delay, _ = interrupted_run(out, reference, random.Random().uniform(0.05, 0.9), lambda p: p.kill())
     assert proc.returncode == -signal.SIGKILL
-    assert not (out / "metrics.json").exists(), "the run finished before the kill: make it longer"
+    assert not (out / "metrics.json").exists()
     step = ckpt.read(out)["step"]
     done = resume(out)
     assert done.returncode == 0, done.stderr
@@ -154,10 +169,7 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_uninterrupted_result(ref
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_a_checkpoint_and_says_how_to_resume(sig, code, reference, tmp_path):
     out = tmp_path / "run"
-    proc = start(out)
-    wait_for_training(out, proc, 1.0)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    proc, _, err = interrupted_run(out, reference, 0.3, lambda p: p.send_signal(sig))
     assert proc.returncode == code, err
     assert f"resume with: mscale solve --resume {out}" in err
     saved = ckpt.read(out)
@@ -220,9 +232,12 @@ def test_nan_rolls_back_to_the_last_checkpoint_with_a_lower_lr_and_finishes(afte
     m = result.metrics
     assert m["status"] == "completed" and math.isfinite(m["rel_l2"]) and m["steps"] == 40
     assert m["rollbacks"] == [{"step": 26, "to_step": 20, "lr_scale": 0.5}] and m["lr_scale"] == 0.5
-    assert [r["step"] for r in result.history] == [1, 10, 20, 30, 40]
+    assert [r["step"] for r in result.history if "rel_l2" in r] == [1, 10, 20, 30, 40]
+    # the loss every log_every = 10 steps (at the parameters of steps 0, 10, ...) where no evaluation row is
+    assert [r["step"] for r in result.history if "rel_l2" not in r] == [0]
     assert result.history[-1]["lr"] == pytest.approx(0.5 * learning_rate(CONFIG, 39 / 40))
-    assert result.history[1]["lr"] == pytest.approx(learning_rate(CONFIG, 9 / 40))  # before: unchanged
+    at = {r["step"]: r for r in result.history if "lr" in r}
+    assert at[10]["lr"] == pytest.approx(learning_rate(CONFIG, 9 / 40))  # before: unchanged
     assert "non-finite loss or parameters at step 26; rolled back to step 20" in capsys.readouterr().err
 
 
@@ -340,7 +355,7 @@ def test_bad_resume_is_one_line(case, tmp_path, capsys):
     line = one_line_error(capsys.readouterr().err)
     assert line.startswith("mscale: error: --resume: ") or "--resume" in line
     assert {"missing": "expected an existing run directory", "empty": "holding checkpoint.pt",
-            "corrupt": "expected a readable checkpoint", "completed": "expected an unfinished run",
+            "corrupt": "expected a file written by mscale, of tensors", "completed": "expected an unfinished run",
             "with-file": "expected no FILE"}[case] in line
 
 
@@ -379,5 +394,52 @@ def test_figures_and_files_leave_no_temporary_files(tmp_path, capsys):
     assert main(["solve", PROBLEM, "--out", str(out), *sets(SMALL + ["train.steps=3"])]) == 0
     names = {p.name for p in out.iterdir()}
     assert {"loss_error.png", "solution.png", "model.pt", "checkpoint.pt", "metrics.json", "history.csv",
-            "config.yaml"} == names
+            "config.yaml", ".lock"} == names
     assert (out / "solution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class Payload:
+    """A pickled object that runs a command when unpickled (what a poisoned file would hold)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("file", ["checkpoint.pt", "model.pt"])
+def test_a_poisoned_run_directory_is_refused_and_runs_nothing(file, tmp_path, capsys):
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    assert main(["solve", PROBLEM, "--out", str(run), *sets(SMALL + ["train.steps=2"])]) == 0
+    capsys.readouterr()
+    saved = torch.load(run / file, weights_only=True)
+    saved["status"] = "interrupted"
+    saved["history"] = [Payload(marker)]
+    torch.save(saved, run / file)
+    if file == "checkpoint.pt":
+        assert main(["solve", "--resume", str(run)]) == 2
+        line = one_line_error(capsys.readouterr().err)
+        assert "--resume: expected a file written by mscale, of tensors and plain data only" in line
+        assert ("posix.system" in line or "nt.system" in line) and "nothing in it was run" in line
+    with pytest.raises(ConfigError, match="plain data only"):
+        load_model(run / file)
+    assert not marker.exists()
+
+
+def test_a_run_directory_in_use_is_refused_naming_the_holder(tmp_path, capsys):
+    run = tmp_path / "run"
+    stop = iter([False, False, True]).__next__  # stop at step 3: an unfinished run
+    problem, _ = load_problem(PROBLEM)
+    model = load_run_config(ROOT / "configs" / "mscale.yaml", SMALL).model.build(1)
+    run.mkdir()
+    config = load_run_config(ROOT / "configs" / "mscale.yaml", SMALL + ["train.steps=10"])
+    meta = {"model": config.model.to_dict(), "in_dim": 1,
+            "config": {"problem": load_problem(PROBLEM)[1], **config.to_dict(),
+                       "source": {"problem": PROBLEM, "model": None}}}
+    solve(problem, model, config.train, checkpoint=Checkpointing(run / ckpt.CHECKPOINT, meta), stop=stop)
+    with outputs.RunLock(run):  # another process resuming it (flock: a second open file conflicts)
+        assert main(["solve", "--resume", str(run)]) == 2
+        line = one_line_error(capsys.readouterr().err)
+        assert f"process {os.getpid()} on " in line and "holds it" in line
+    assert main(["solve", "--resume", str(run)]) == 0  # free again

@@ -15,7 +15,7 @@ def test_1d_poisson_solved_to_1e_minus_3():
     config = TrainConfig(loss="residual", beta=10.0, steps=3000, n_interior=256, n_boundary=2, sampler="sobol",
                          eval_every=1000, n_test=1001, dtype="float64", progress=False)
     result = solve(problem, model, config)
-    errors = [row["rel_l2"] for row in result.history]
+    errors = [row["rel_l2"] for row in result.history if "rel_l2" in row]  # the evaluation rows
     assert result.metrics["rel_l2"] < 1e-3, errors
     assert errors[-1] < errors[1] < errors[0]  # it converges, not just lands there
     assert result.metrics["rel_h1"] < 1e-2

@@ -6,7 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from mscalednn import PoissonProblem, TrainConfig, parse_expression, solve
+from mscalednn import ConfigError, PoissonProblem, TrainConfig, losses, parse_expression, solve
+from mscalednn import train as train_module
+from mscalednn.config import build_run_config
+from mscalednn.derivatives import value_grad_laplacian
+from mscalednn.progress import BudgetBar, budget_fraction
 from mscalednn.train import BETA_STAGES, boundary_weight, learning_rate
 
 
@@ -16,7 +20,9 @@ def test_learning_rate_schedules():
     assert learning_rate(c, 0.5) == pytest.approx(1e-3)
     assert learning_rate(c, 1.0) == pytest.approx(1e-4)
     step = TrainConfig(lr=1.0, lr_final=0.001, lr_schedule="step", lr_drops=3)
-    assert [learning_rate(step, t) for t in (0.0, 0.34, 0.67, 0.99)] == pytest.approx([1, 0.1, 0.01, 0.01])
+    # three drops, at 1/4, 1/2 and 3/4 of the budget: the last quarter runs at lr * lr_final
+    assert [learning_rate(step, t) for t in (0.0, 0.24, 0.26, 0.51, 0.76, 0.99)] == pytest.approx(
+        [1, 1, 0.1, 0.01, 0.001, 0.001])
     cos = TrainConfig(lr=1.0, lr_final=0.1, lr_schedule="cosine")
     assert [learning_rate(cos, t) for t in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.55, 0.1])
     assert learning_rate(TrainConfig(lr=0.3, lr_schedule="constant"), 0.9) == 0.3
@@ -46,10 +52,93 @@ def test_divergence_is_never_reported_as_result():
     assert result.metrics["rel_l2"] is None
 
 
-def test_time_limit_stops_training():
-    problem = PoissonProblem(parse_expression("sum(x**2)", 2), (0.0, 0.0), (1.0, 1.0))
-    result = solve(problem, nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)),
-                   TrainConfig(steps=10**7, time_limit=1.0, n_test=100, eval_every=10**6, progress=False))
+class FakeClock:
+    """time.perf_counter for the training loop: every call advances ``tick`` seconds, so a time
+    budget is exercised exactly, on any machine."""
+
+    def __init__(self, tick=0.125):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self):
+        self.now += self.tick
+        return self.now
+
+
+SQUARES = PoissonProblem(parse_expression("sum(x**2)", 2), (0.0, 0.0), (1.0, 1.0))
+
+
+def tiny_net():
+    return nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1))
+
+
+def test_time_limit_stops_training_at_the_first_step_past_it(monkeypatch):
+    monkeypatch.setattr(train_module.time, "perf_counter", FakeClock(0.125))  # each step takes 0.125 s
+    result = solve(SQUARES, tiny_net(), TrainConfig(steps=10**7, time_limit=1.0, n_test=100, eval_every=10**6,
+                                                    progress=False))
     m = result.metrics
-    assert m["status"] == "completed" and 1.0 <= m["train_time_s"] < 2.0 and 1 < m["steps"] < 10**7
+    assert m["status"] == "completed" and m["steps"] == 8 and m["train_time_s"] == 1.0
     assert math.isfinite(m["rel_l2"])
+
+
+def test_progress_bar_follows_the_budget_that_ends_the_run(monkeypatch):
+    """A time budget with a huge step cap: the bar counts the time budget (it ends at 100%), not
+    10^9 steps (which showed 0% and an ETA of thousands of hours)."""
+    assert budget_fraction(100, None, 25, 99.0) == 0.25
+    assert budget_fraction(10**9, 60.0, 25, 15.0) == 0.25 and budget_fraction(100, 60.0, 50, 15.0) == 0.5
+    bar = BudgetBar(10**9, 2.0)
+    bar.update(8, 1.0, loss=0.5)
+    text = str(bar.bar)
+    bar.close()
+    assert text.startswith("budget 2 s or 1,000,000,000 steps:  50%|") and "step 8, loss=5.00e-01" in text
+    seen = []
+
+    class Recording(BudgetBar):
+        def close(self):
+            seen.append((self.bar.n, self.bar.total, self.values))
+            super().close()
+
+    monkeypatch.setattr(train_module, "BudgetBar", Recording)
+    monkeypatch.setattr(train_module.time, "perf_counter", FakeClock(0.125))
+    result = solve(SQUARES, tiny_net(), TrainConfig(steps=10**9, time_limit=2.0, n_test=100, eval_every=10**6))
+    assert result.metrics["steps"] == 16
+    assert seen[0][:2] == (pytest.approx(100.0), 100.0) and "rel_l2" in seen[0][2]
+
+
+def test_loss_is_logged_every_few_steps_and_rows_are_measured_at_one_set_of_parameters():
+    """Every history row's numbers belong to the parameters after ``step`` updates: the loss
+    rows (every log_every steps) and the evaluation rows, whose loss is recomputed after the
+    update (it was the loss before the update, beside errors after it)."""
+    checked = []
+
+    def hook(state):
+        if state.evaluated:  # recompute the loss of the row's parameters on the row's batch
+            x_in, x_bd, f, g = state.batch
+            _, _, lap = value_grad_laplacian(state.model, x_in)
+            interior = losses.residual_interior(lap, f).item()
+            boundary = losses.boundary_penalty(state.model(x_bd).squeeze(-1), g).item()
+            row = state.history[-1]
+            assert row["step"] == state.step and "rel_l2" in row
+            assert row["loss_interior"] == pytest.approx(interior, rel=1e-10)
+            assert row["loss_boundary"] == pytest.approx(boundary, rel=1e-10)
+            checked.append(state.step)
+
+    config = TrainConfig(steps=60, eval_every=25, log_every=5, n_test=100, n_interior=64, n_boundary=16,
+                         dtype="float64", progress=False, lr=1e-2, operator="autograd")
+    result = solve(SQUARES, tiny_net(), config, hooks=[hook])
+    assert checked == [1, 25, 50, 60]
+    assert [r["step"] for r in result.history if "rel_l2" in r] == [1, 25, 50, 60]
+    assert [r["step"] for r in result.history if "rel_l2" not in r] == [0, 5, 10, 15, 20, 30, 35, 40, 45, 55]
+    losses_logged = [r["loss"] for r in result.history]
+    assert losses_logged[-1] < 0.5 * losses_logged[0]  # and it trains
+
+
+def test_the_ritz_loss_is_compiled_when_asked(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn: compiled.append(fn) or fn)
+    solve(SQUARES, tiny_net(), TrainConfig(loss="ritz", compile=True, steps=3, n_test=100, progress=False))
+    assert len(compiled) == 1
+
+
+def test_the_ritz_loss_refuses_the_hutchinson_estimator():
+    with pytest.raises(ConfigError, match="train.operator: expected auto, forward or autograd with the Ritz loss"):
+        build_run_config({"train": {"loss": "ritz", "operator": "hutchinson"}})
