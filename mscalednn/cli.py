@@ -143,7 +143,7 @@ def _solve(args, held: contextlib.ExitStack) -> int:
     need = 8 * params * (8 if run.train.dtype == "float64" else 4) + 32 * 2**20
     if resume is None:
         out = new_run_dir(args.out, out, need=need)
-        held.enter_context(RunLock(out))
+        held.enter_context(RunLock(out, "--out"))
         write_yaml(out / "config.yaml", resolved)
     else:
         check_free_space(out, need)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 
+from .errors import ProblemError
 from .forward_laplacian import forward_laplacian, supports, unsupported_part
 
 Field = Callable[[torch.Tensor], torch.Tensor]
@@ -27,13 +28,19 @@ OPERATORS = ("auto", "forward", "autograd", "hutchinson")
 
 
 def _scalar(fn: Field, x: torch.Tensor) -> torch.Tensor:
+    """fn(x) as [N]; an error if it is not computed from x by torch operations (through NumPy,
+    say), where every derivative would silently read 0."""
     u = fn(x)
+    if not u.requires_grad:
+        raise ProblemError("the function is not computed from x by torch operations (did it go through NumPy "
+                           "or .detach()?): its derivatives cannot be taken; a constant c can be written "
+                           "c + 0 * x[:, 0]")
     return u.squeeze(-1) if u.dim() == 2 else u
 
 
 def _grad(y: torch.Tensor, x: torch.Tensor, create_graph: bool, retain_graph: bool | None = None) -> torch.Tensor:
-    """d(sum y)/dx; zero where y does not depend on x at all (a constant u, the gradient of a
-    linear u)."""
+    """d(sum y)/dx; zero where y, a derivative, no longer depends on x (the gradient of a linear
+    or constant u)."""
     if not y.requires_grad:
         return torch.zeros_like(x)
     (g,) = torch.autograd.grad(y.sum(), x, create_graph=create_graph, retain_graph=retain_graph,
@@ -41,6 +48,7 @@ def _grad(y: torch.Tensor, x: torch.Tensor, create_graph: bool, retain_graph: bo
     return g
 
 
+@torch.enable_grad()  # derivatives are taken even when called under torch.no_grad()
 def value_and_grad(fn: Field, x: torch.Tensor, create_graph: bool = True):
     """u(x) [N] and grad u(x) [N, d]."""
     x = x.detach().requires_grad_(True)
@@ -48,6 +56,7 @@ def value_and_grad(fn: Field, x: torch.Tensor, create_graph: bool = True):
     return u, _grad(u, x, create_graph)
 
 
+@torch.enable_grad()
 def value_grad_laplacian(fn: Field, x: torch.Tensor, create_graph: bool = True):
     """u(x) [N], grad u(x) [N, d] and Laplace u(x) = sum_i d^2u/dx_i^2 [N], by nested autograd."""
     x = x.detach().requires_grad_(True)

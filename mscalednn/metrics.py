@@ -64,7 +64,7 @@ def relative_errors(u: np.ndarray, u_star: np.ndarray, grad_u: np.ndarray | None
     if grad_u is not None:
         values["rel_h1"] = float(np.linalg.norm(grad_u - grad_star))
     rms = {"rel_l2": np.sqrt(n), "rel_max": 1.0, "rel_h1": np.sqrt(n)}
-    return {k: v / (norms[k] if norms[k] > 0 else rms[k]) for k, v in values.items()}
+    return {k: float(v / (norms[k] if norms[k] > 0 else rms[k])) for k, v in values.items()}
 
 
 def evaluate(model: torch.nn.Module, test: EvalSet, batch: int = 4096) -> dict[str, float]:

@@ -12,8 +12,11 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
+import stat
 import subprocess
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -59,33 +62,38 @@ LOCK = ".lock"
 class RunLock:
     """An exclusive lock on a run directory, held while a process trains in it: a second
     ``mscale solve --resume`` of the same directory is refused with a line naming the holder.
-    ``flock`` on ``DIR/.lock``; the system releases it when the holder exits, even when killed.
-    (Where ``fcntl`` does not exist, e.g. on Windows, there is no lock.)"""
+    ``flock`` on ``DIR/.lock`` (a regular file: a symbolic link planted there is refused, never
+    followed); the system releases the lock when the holder exits, even when killed. ``flag``
+    names the option the directory came from, for the messages. (Where ``fcntl`` does not exist,
+    e.g. on Windows, there is no lock.)"""
 
-    def __init__(self, run_dir: str | Path):
-        self.path, self.fh = Path(run_dir) / LOCK, None
+    def __init__(self, run_dir: str | Path, flag: str = "--resume"):
+        self.path, self.flag, self.fh = Path(run_dir) / LOCK, flag, None
 
     def acquire(self) -> "RunLock":
         try:
             import fcntl
         except ImportError:
             return self
+        where = str(self.path.parent)
         if not self.path.parent.is_dir():
-            raise ConfigError("--resume", "expected an existing run directory", str(self.path.parent))
+            raise ConfigError(self.flag, "expected an existing run directory", where)
         try:
-            fh = open(self.path, "a+")
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
-            raise ConfigError("--out", f"expected a writable run directory ({exc.strerror})",
-                              str(self.path.parent)) from None
+            raise ConfigError(self.flag, f"expected a writable run directory whose {LOCK} is a plain file "
+                              f"({exc.strerror})", where) from None
+        fh = os.fdopen(fd, "r+")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            fh.close()
+            raise ConfigError(self.flag, f"expected a run directory whose {LOCK} is a plain file", where)
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
+            holder = fh.read(200).strip() or "another process"
             fh.close()
-            raise ConfigError("--resume", f"expected a run directory that no other process is using; {holder} "
-                              "holds it (wait for it to finish, or stop it)", str(self.path.parent)) from None
-        fh.seek(0)
+            raise ConfigError(self.flag, f"expected a run directory that no other process is using; {holder} "
+                              "holds it (wait for it to finish, or stop it)", where) from None
         fh.truncate()
         fh.write(f"process {os.getpid()} on {platform.node() or 'this machine'} (since "
                  f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n")
@@ -106,18 +114,21 @@ class RunLock:
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write a file via a temporary file, fsync and a rename, so a reader never sees half of it
-    and a failed write (full disk) leaves the previous file as it was: OutputError then."""
+    """Write a file via a new temporary file (never an existing one, nor a link planted in its
+    place), fsync and a rename, so a reader never sees half of it and a failed write (full disk)
+    leaves the previous file as it was: OutputError then."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = None
     try:
-        with open(tmp, "wb") as fh:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
@@ -149,7 +160,8 @@ def write_yaml(path: Path, obj) -> None:
 
 
 def write_history(path: Path, history: list[dict]) -> None:
-    """history.csv: one row per evaluation, header first (``step``, losses, errors, lr, times)."""
+    """history.csv, header first: the loss rows and the evaluation rows (``step``, losses, errors,
+    lr, times), empty fields where a row has no such number."""
     buf = io.StringIO()
     keys = list(dict.fromkeys(k for row in history for k in row))
     writer = csv.DictWriter(buf, fieldnames=keys)
@@ -205,8 +217,23 @@ def write_torch(path: Path, obj: dict) -> None:
     first = next(iter(obj["state_dict"].values()), None)
     dtype = first.dtype if first is not None else torch.float32
     buf = io.BytesIO()
-    torch.save({**obj, "dtype": str(dtype).replace("torch.", "")}, buf)
+    torch.save(_plain({**obj, "dtype": str(dtype).replace("torch.", "")}), buf)
     write_atomic(path, buf.getvalue())
+
+
+def _plain(obj):
+    """``obj`` as tensors and plain data only (what ``torch.load(weights_only=True)`` reads back):
+    NumPy scalars become Python numbers; anything else that is not plain is a bug, caught here
+    when writing rather than when resuming."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    if obj is None or isinstance(obj, (torch.Tensor, bool, int, float, str, torch.dtype)):
+        return obj
+    raise TypeError(f"cannot write {type(obj).__name__} into a checkpoint: tensors and plain data only")
 
 
 def load_plain(path: Path, what: str, map_location: str = "cpu") -> dict:
@@ -218,12 +245,16 @@ def load_plain(path: Path, what: str, map_location: str = "cpu") -> dict:
             warnings.simplefilter("ignore")
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # refused content, a truncated or foreign file, an unreadable path
-        parts = [p.strip() for p in str(exc).split("\n\n") if p.strip()]
-        parts = [p for p in parts if not p.startswith(("Weights only load failed", "Check the documentation",
-                                                         "Please file an issue"))] or parts[-1:]
-        reason = " ".join(" ".join(parts).split())[:160] or type(exc).__name__
-        raise ConfigError(what, f"expected a file written by mscale, of tensors and plain data only (refused: "
-                          f"{reason}; nothing in it was run)", str(path)) from None
+        text = " ".join(str(exc).split())
+        refused = re.search(r"unsupported GLOBAL ([\w.]+)|Unsupported global: GLOBAL ([\w.]+)", text)
+        if refused:
+            name = refused.group(1) or refused.group(2)
+            raise ConfigError(what, f"expected a file of tensors and plain data only; it holds {name}, refused "
+                              "and not run (checkpoints of format 1, from earlier versions, hold pickled "
+                              "generators and cannot be resumed)", str(path)) from None
+        reason = str(exc).split("\n\n")[-2 if "Check the documentation" in str(exc) else -1]
+        raise ConfigError(what, f"expected a model or checkpoint file written by mscale (it cannot be read: "
+                          f"{type(exc).__name__}: {' '.join(reason.split())[:120]})", str(path)) from None
     if not isinstance(obj, dict) or "state_dict" not in obj:
         raise ConfigError(what, "expected a model or checkpoint file written by mscale", str(path))
     return obj

@@ -63,7 +63,8 @@ class Sampler:
         if self.kind == "sobol":
             for engine, n in zip((self._sobol_in, self._sobol_bd), state["sobol"]):
                 engine.reset()
-                engine.fast_forward(n)
+                if n:  # scipy's fast_forward(0) fails
+                    engine.fast_forward(n)
 
     def _unit(self, n: int, sobol: qmc.Sobol | None) -> np.ndarray:
         if sobol is None:

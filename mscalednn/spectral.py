@@ -59,7 +59,10 @@ def by_height(heights: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
     if heights.size == 0:
         return np.zeros(0, dtype=int)
     scale = np.abs(heights).max() or 1.0
-    return np.argsort(-np.round(heights / (scale * rtol)), kind="stable")
+    order = np.argsort(-heights, kind="stable")
+    # runs of neighbours closer than rtol * scale form one group, whatever the rounding (no bin edges)
+    group = np.concatenate([[0], np.cumsum(-np.diff(heights[order]) > rtol * scale)])
+    return order[np.lexsort((order, group))]
 
 
 def _largest(found: np.ndarray, a: np.ndarray, count: int | None) -> np.ndarray:

@@ -282,8 +282,10 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
         else:
             bar.update(step, state.train_time)
         state.evaluated = step % config.eval_every == 0 or done or step == 1
-        if state.evaluated:  # the loss again, at the parameters the errors are measured at
-            interior_now, bc_now = loss_terms(interior_loss, model, state.batch, bc_weight, chunk)
+        if state.evaluated:  # the loss again, at the parameters the errors are measured at; in a
+            # forked generator, so that a recorded loss (Hutchinson's probes) cannot change training
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                interior_now, bc_now = loss_terms(interior_loss, model, state.batch, bc_weight, chunk)
             record = {"step": step, "loss": interior_now + beta * bc_now, "loss_interior": interior_now,
                       "loss_boundary": bc_now, "beta": beta, **evaluate(model, test), "lr": lr,
                       "train_time_s": state.train_time, "elapsed_s": time.perf_counter() - start}

@@ -211,9 +211,22 @@ def test_a_singular_problem_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match=r"singular.yaml: singular: the exact solution u\* is not finite at .* "
                                           r"points, e\.g\. inf at x = \(0, "):
         load_problem(path)
+    path.write_text('name: cusp\ndim: 3\nexact: "sqrt(x[0])"\n')                # u* finite, grad u* not
+    with pytest.raises(ConfigError, match=r"cusp: grad u\* is not finite"):
+        load_problem(path)
     problem = PoissonProblem(parse_expression("1/x[0]", 2), (0.0, 0.0), (1.0, 1.0), "singular")
     with pytest.raises(ProblemError, match="not finite"):
         solve(problem, MLP(2, width=8, depth=1), TrainConfig(steps=5, progress=False))
     inside = PoissonProblem(parse_expression("1/(x[0] + 1)", 2), (0.0, 0.0), (1.0, 1.0))  # the pole outside
     assert math.isfinite(solve(inside, MLP(2, width=8, depth=1), TrainConfig(steps=5, progress=False,
                                                                              n_test=100)).metrics["rel_l2"])
+
+
+def test_an_exact_solution_not_computed_by_torch_is_an_error_not_zero_derivatives():
+    from mscalednn.errors import ProblemError
+    through_numpy = PoissonProblem(lambda x: torch.as_tensor(np.sin(x.detach().numpy()[:, 0])), (0.0,), (1.0,))
+    with pytest.raises(ProblemError, match="not computed from x by torch operations"):
+        through_numpy.f(x64(5, 1))
+    smooth = PoissonProblem(parse_expression("sin(pi*x[0])", 1), (0.0,), (1.0,))
+    with torch.no_grad():  # derivatives are still taken (they read 0 before)
+        assert smooth.grad_u(torch.zeros(1, 1, dtype=torch.float64)).item() == pytest.approx(math.pi)

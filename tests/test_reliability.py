@@ -105,13 +105,12 @@ def resume(out: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
 
 
-def wait_for_training(out: Path, proc: subprocess.Popen, delay: float) -> None:
-    """Wait until the step-0 checkpoint exists (training has started), then ``delay`` s."""
+def wait_for_training(out: Path, proc: subprocess.Popen) -> None:
+    """Wait until the step-0 checkpoint exists (training has started)."""
     deadline = time.monotonic() + 300  # a timeout for a hung start, not a measurement
     while not (out / ckpt.CHECKPOINT).exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.01)
-    time.sleep(delay)
 
 
 @pytest.fixture(scope="module")
@@ -123,18 +122,26 @@ def reference(tmp_path_factory):
     return json.loads((out / "metrics.json").read_text()), (out / "history.csv").read_text()
 
 
-def interrupted_run(out: Path, reference, share: float, send) -> tuple[subprocess.Popen, float, str]:
-    """Start the reference run's config in ``out`` and call ``send(proc)`` after ``share`` of the
-    reference run's training time: a moment inside training on a machine of any speed. If the
-    run still finished first (the machine sped up), try again at half the share."""
+def checkpoint_step(out: Path) -> int:
+    """The step of the checkpoint on disk (written atomically: always a whole file)."""
+    return torch.load(out / ckpt.CHECKPOINT, weights_only=True)["step"]
+
+
+def interrupted_run(out: Path, share: float, send) -> tuple[subprocess.Popen, int, str]:
+    """Start the reference config in ``out`` and call ``send(proc)`` once its checkpoint reaches
+    ``share`` of the 1,000 steps: a moment inside training on a machine of any speed (at least 100
+    steps remain). If the run still finished first, try again at half the share."""
     for _ in range(6):
-        delay = share * reference[0]["train_time_s"]
+        target = max(25, int(share * 1000) // 25 * 25)
         proc = start(out)
-        wait_for_training(out, proc, delay)
+        wait_for_training(out, proc)
+        deadline = time.monotonic() + 600  # a timeout for a hung run, not a measurement
+        while checkpoint_step(out) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
         send(proc)
         _, err = proc.communicate(timeout=300)
-        if proc.returncode != 0:
-            return proc, delay, err
+        if not (out / "metrics.json").exists() or metrics_of(out)["status"] != "completed":
+            return proc, target, err
         shutil.rmtree(out)  # finished before the signal
         share /= 2
     pytest.fail("every run finished before its signal")
@@ -156,20 +163,20 @@ def assert_matches_reference(out: Path, reference) -> None:
 
 def test_sigkill_at_a_random_step_then_resume_gives_the_uninterrupted_result(reference, tmp_path):
     out = tmp_path / "run"
-    proc, delay, _ = interrupted_run(out, reference, random.Random().uniform(0.05, 0.9), lambda p: p.kill())
+    proc, target, _ = interrupted_run(out, random.Random().uniform(0.05, 0.9), lambda p: p.kill())
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "metrics.json").exists()
     step = ckpt.read(out)["step"]
     done = resume(out)
     assert done.returncode == 0, done.stderr
     assert f"resuming at step {step} of 1000" in done.stderr
-    assert_matches_reference(out, reference), f"killed after {delay:.2f} s, checkpoint step {step}"
+    assert_matches_reference(out, reference), f"killed after checkpoint step {target}, resumed at {step}"
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_a_checkpoint_and_says_how_to_resume(sig, code, reference, tmp_path):
     out = tmp_path / "run"
-    proc, _, err = interrupted_run(out, reference, 0.3, lambda p: p.send_signal(sig))
+    proc, _, err = interrupted_run(out, 0.3, lambda p: p.send_signal(sig))
     assert proc.returncode == code, err
     assert f"resume with: mscale solve --resume {out}" in err
     saved = ckpt.read(out)
@@ -355,7 +362,7 @@ def test_bad_resume_is_one_line(case, tmp_path, capsys):
     line = one_line_error(capsys.readouterr().err)
     assert line.startswith("mscale: error: --resume: ") or "--resume" in line
     assert {"missing": "expected an existing run directory", "empty": "holding checkpoint.pt",
-            "corrupt": "expected a file written by mscale, of tensors", "completed": "expected an unfinished run",
+            "corrupt": "expected a model or checkpoint file written by mscale (it cannot be read", "completed": "expected an unfinished run",
             "with-file": "expected no FILE"}[case] in line
 
 
@@ -420,8 +427,8 @@ def test_a_poisoned_run_directory_is_refused_and_runs_nothing(file, tmp_path, ca
     if file == "checkpoint.pt":
         assert main(["solve", "--resume", str(run)]) == 2
         line = one_line_error(capsys.readouterr().err)
-        assert "--resume: expected a file written by mscale, of tensors and plain data only" in line
-        assert ("posix.system" in line or "nt.system" in line) and "nothing in it was run" in line
+        assert "--resume: expected a file of tensors and plain data only; it holds" in line
+        assert ("posix.system" in line or "nt.system" in line) and "refused and not run" in line
     with pytest.raises(ConfigError, match="plain data only"):
         load_model(run / file)
     assert not marker.exists()
@@ -443,3 +450,63 @@ def test_a_run_directory_in_use_is_refused_naming_the_holder(tmp_path, capsys):
         line = one_line_error(capsys.readouterr().err)
         assert f"process {os.getpid()} on " in line and "holds it" in line
     assert main(["solve", "--resume", str(run)]) == 0  # free again
+
+
+def stop_at(n, copy_first_checkpoint_to=None):
+    """A stop request at the n-th step; optionally copy the step-0 checkpoint (on disk at the first
+    call) aside first."""
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        if calls["n"] == 1 and copy_first_checkpoint_to is not None:
+            shutil.copy(copy_first_checkpoint_to[0], copy_first_checkpoint_to[1])
+        return calls["n"] == n
+    return stop
+
+
+def test_resume_from_the_step0_checkpoint_with_sobol_points(tmp_path):
+    overrides = ["train.steps=12", "train.eval_every=4", "train.sampler=sobol", "train.resample_every=5"]
+    full = train(overrides)
+    train(overrides, path=tmp_path / "ck.pt", stop=stop_at(3, (tmp_path / "ck.pt", tmp_path / "ck0.pt")))
+    step0 = outputs.load_plain(tmp_path / "ck0.pt", "--resume")
+    assert step0["step"] == 0 and step0["rng"]["sampler"]["sobol"] == [0, 0]
+    resumed = train(overrides, resume=step0)
+    assert_same_run(full.history, resumed.history, full.metrics, resumed.metrics)
+
+
+def test_rollback_to_step0_with_sobol_points(after_adam_step):
+    torch.manual_seed(0)
+    net = Flaky()
+    after_adam_step(lambda n, opt: n == 2 and setattr(net, "poison", True))  # before the first checkpoint
+    result = solve(SIMPLE, net, dataclasses.replace(CONFIG, sampler="sobol"))
+    assert result.metrics["status"] == "completed"
+    assert result.metrics["rollbacks"] == [{"step": 3, "to_step": 0, "lr_scale": 0.5}]
+
+
+def test_a_zero_solution_run_checkpoints_and_resumes(tmp_path):
+    """u* = 0: its errors are absolute, and the checkpoint holding them is plain data."""
+    problem = PoissonProblem(parse_expression("0", 2), (0.0, 0.0), (1.0, 1.0), "zero")
+    config = TrainConfig(steps=8, eval_every=2, n_test=100, n_interior=64, n_boundary=32, progress=False,
+                         dtype="float64", device="cpu")
+
+    def run(**kwargs):
+        torch.manual_seed(0)
+        return solve(problem, MLP(in_dim=2, width=8, depth=2), config, **kwargs)
+
+    full = run()
+    run(checkpoint=Checkpointing(tmp_path / "ck.pt"), stop=stop_at(5))
+    resumed = run(resume=outputs.load_plain(tmp_path / "ck.pt", "--resume"))
+    assert full.metrics["absolute_errors"] == ["rel_l2", "rel_max", "rel_h1"]
+    assert_same_run(full.history, resumed.history, full.metrics, resumed.metrics)
+
+
+def test_a_planted_lock_link_is_refused_and_its_target_untouched(tmp_path, capsys):
+    run, victim = tmp_path / "run", tmp_path / "victim.txt"
+    run.mkdir()
+    victim.write_text("precious")
+    (run / outputs.LOCK).symlink_to(victim)
+    (run / ckpt.CHECKPOINT).write_bytes(b"anything")
+    assert main(["solve", "--resume", str(run)]) == 2
+    assert "is a plain file" in one_line_error(capsys.readouterr().err)
+    assert victim.read_text() == "precious"

@@ -1,12 +1,13 @@
 """Training-loop pieces: schedules, seeding, divergence."""
 
+import copy
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from mscalednn import ConfigError, PoissonProblem, TrainConfig, losses, parse_expression, solve
+from mscalednn import MLP, ConfigError, PoissonProblem, TrainConfig, losses, parse_expression, solve
 from mscalednn import train as train_module
 from mscalednn.config import build_run_config
 from mscalednn.derivatives import value_grad_laplacian
@@ -122,10 +123,22 @@ def test_loss_is_logged_every_few_steps_and_rows_are_measured_at_one_set_of_para
             assert row["loss_boundary"] == pytest.approx(boundary, rel=1e-10)
             checked.append(state.step)
 
+    initial, first_batch = None, []
+
+    def keep_first_batch(state):
+        if state.step == 1:
+            first_batch.append(state.batch)
+
     config = TrainConfig(steps=60, eval_every=25, log_every=5, n_test=100, n_interior=64, n_boundary=16,
                          dtype="float64", progress=False, lr=1e-2, operator="autograd")
-    result = solve(SQUARES, tiny_net(), config, hooks=[hook])
+    net = tiny_net().double()
+    initial = copy.deepcopy(net)
+    result = solve(SQUARES, net, config, hooks=[hook, keep_first_batch])
     assert checked == [1, 25, 50, 60]
+    # the step-0 row: the loss of the initial parameters, on the batch step 1 trained on
+    x_in, x_bd, f, g = first_batch[0]
+    assert result.history[0]["step"] == 0 and result.history[0]["loss_interior"] == pytest.approx(
+        losses.residual_interior(value_grad_laplacian(initial, x_in)[2], f).item(), rel=1e-10)
     assert [r["step"] for r in result.history if "rel_l2" in r] == [1, 25, 50, 60]
     assert [r["step"] for r in result.history if "rel_l2" not in r] == [0, 5, 10, 15, 20, 30, 35, 40, 45, 55]
     losses_logged = [r["loss"] for r in result.history]
@@ -142,3 +155,16 @@ def test_the_ritz_loss_is_compiled_when_asked(monkeypatch):
 def test_the_ritz_loss_refuses_the_hutchinson_estimator():
     with pytest.raises(ConfigError, match="train.operator: expected auto, forward or autograd with the Ritz loss"):
         build_run_config({"train": {"loss": "ritz", "operator": "hutchinson"}})
+
+
+def test_recording_the_loss_does_not_change_training_with_random_probes():
+    """Hutchinson's probes come from torch's generator: the loss recorded at an evaluation must
+    not draw from it, or how often one evaluates would change the trained network."""
+    finals = []
+    for eval_every in (2, 1000):
+        torch.manual_seed(0)
+        net = MLP(2, width=8, depth=2).double()  # the forward pass draws the probes
+        solve(SQUARES, net, TrainConfig(steps=6, eval_every=eval_every, operator="hutchinson", probes=2, n_test=100,
+                                        n_interior=32, n_boundary=8, dtype="float64", progress=False))
+        finals.append(torch.cat([p.detach().reshape(-1) for p in net.parameters()]))
+    assert torch.equal(finals[0], finals[1])
