@@ -54,18 +54,23 @@ def capture(state, sampler) -> dict:
             "history": [dict(row) for row in state.history], "lr_scale": state.lr_scale,
             "rollbacks": [dict(r) for r in state.rollbacks],
             "state_dict": _cpu_copy(state.model.state_dict()),
-            "optimizer": _cpu_copy(state.optimizer.state_dict()),
+            "optimizer": _cpu_copy(state.optimizer.state_dict()), "phase": state.phase,
+            "phases": [dict(p) for p in state.phases],
             "batch": _cpu_copy(state.batch),
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(),
                     "python": random.getstate(), "sampler": sampler.state_dict(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}}
 
 
-def restore(ckpt: dict, state, sampler) -> None:
-    """Put ``state`` (model, optimizer, step, history, batch), the sampler and the global random
-    generators back to the checkpoint ``ckpt``."""
+def restore(ckpt: dict, state, sampler, make_phase=None) -> None:
+    """Put ``state`` (model, optimizer phase, step, history, batch), the sampler and the global
+    random generators back to the checkpoint ``ckpt``; ``make_phase(index)`` builds the optimizer
+    of a phase (needed when the checkpoint's phase is not the current one)."""
     state.model.load_state_dict(ckpt["state_dict"])
+    if ckpt["phase"] != state.phase:
+        state.phase, state.optimizer = ckpt["phase"], make_phase(ckpt["phase"])
     state.optimizer.load_state_dict(_cpu_copy(ckpt["optimizer"]))
+    state.phases = [dict(p) for p in ckpt["phases"]]
     state.step, state.train_time, state.lr_scale = ckpt["step"], ckpt["train_time"], ckpt["lr_scale"]
     state.history = [dict(row) for row in ckpt["history"]]
     state.rollbacks = [dict(r) for r in ckpt["rollbacks"]]

@@ -50,6 +50,18 @@ Count = Annotated[int, Range(1)]
 Samples = Annotated[int, Range(1, 10**8)]  # points drawn at once
 
 
+OptimizerName = Literal["adam", "lbfgs", "gauss_newton"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of ``train.optimizer``: the optimizer ``name`` until the share ``until`` of the
+    budget (steps or time, whichever ends the run) has been used."""
+
+    name: OptimizerName
+    until: Annotated[float, Range(0.0, 1.0, lo_open=True)] = 1.0
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Training settings (the ``train:`` section). See README, "Configs", for each key."""
@@ -81,6 +93,10 @@ class TrainConfig:
     checkpoint_every: Count = 500
     max_retries: Annotated[int, Range(0)] = 3
     retry_lr_factor: Annotated[float, Range(0.0, 1.0, lo_open=True)] = 0.5
+    optimizer: OptimizerName | Annotated[tuple[Phase, ...], Length(1)] = "adam"
+    scale_output: bool = True
+    lbfgs_iterations: Annotated[int, Range(1, 10**4)] = 20
+    damping: Annotated[float, Range(1e-12, 1e4)] = 1e-4
 
 
 @dataclass(frozen=True)
@@ -277,7 +293,23 @@ def build_run_config(data: dict) -> RunConfig:
     if train.loss == "ritz" and train.operator == "hutchinson":
         raise ConfigError("train.operator", "expected auto, forward or autograd with the Ritz loss (it needs "
                           "grad u only; hutchinson estimates a Laplacian)", train.operator)
+    _check_phases(train)
     return RunConfig(ModelConfig(kind, options), train)
+
+
+def _check_phases(train: TrainConfig) -> None:
+    """Phases end in increasing order, the last at 1; gauss_newton needs the residual loss."""
+    phases = (Phase(train.optimizer),) if isinstance(train.optimizer, str) else train.optimizer
+    for i, (a, b) in enumerate(zip(phases, phases[1:])):
+        if not a.until < b.until:
+            raise ConfigError(f"train.optimizer[{i + 1}].until", f"expected a share above the previous phase's "
+                              f"{a.until:g}", b.until)
+    if phases[-1].until != 1.0:
+        raise ConfigError(f"train.optimizer[{len(phases) - 1}].until", "expected 1 for the last phase (or no "
+                          "until)", phases[-1].until)
+    if train.loss == "ritz" and any(p.name == "gauss_newton" for p in phases):
+        raise ConfigError("train.optimizer", "expected adam or lbfgs with the Ritz loss (gauss_newton is for the "
+                          "least-squares residual loss)", "gauss_newton")
 
 
 def _all_model_keys() -> list[str]:

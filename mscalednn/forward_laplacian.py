@@ -193,8 +193,13 @@ class _ScaleAndSquareNorm(torch.autograd.Function):
         return g_Jz, torch.linalg.vecdot(gJ, Jz, dim=-2), None
 
 
-def _act(act: nn.Module, z: Jet, need_J: bool = True) -> Jet:
-    """sigma on a jet; ``need_J=False`` skips the output Jacobian (J = None)."""
+def _act(act: nn.Module, z: Jet, need_J: bool = True, fused: bool = True) -> Jet:
+    """sigma on a jet; ``need_J=False`` skips the output Jacobian (J = None). ``fused=False``:
+    plain torch operations only (no custom autograd nodes), for torch.func transforms."""
+    if not fused:
+        s, d1, d2, _ = _closed_forms(act, z.v)
+        J = z.J * d1.unsqueeze(-2) if need_J else None
+        return Jet(s, J, d2 * (z.J * z.J).sum(dim=-2) + d1 * z.L)
     s, d1, d2 = activation_derivatives(act, z.v)
     J, q = _ScaleAndSquareNorm.apply(z.J, d1, need_J)
     return Jet(s, J, torch.addcmul(d2 * q, d1, z.L))
@@ -210,7 +215,7 @@ def _pair(z: Jet, scale: float) -> Jet:
 
 
 def _first(act: nn.Module | None, x: torch.Tensor, Wt: torch.Tensor, b: torch.Tensor | None,
-           scale: float = 1.0, P: torch.Tensor | None = None) -> FirstJet | Jet:
+           scale: float = 1.0, P: torch.Tensor | None = None, fused: bool = True) -> FirstJet | Jet:
     """The first layer sigma(x Wt + b) on the input (J_x = I, L_x = 0): J_z = Wt, L_z = 0, so
     J = sigma'(z) Wt stays factored and L = sigma''(z) |Wt|^2. ``act=None`` is the Fourier pair
     scale * [cos z, sin z]. Wt: [..., d, w]. With input directions P [N, K, d] instead of the
@@ -219,13 +224,20 @@ def _first(act: nn.Module | None, x: torch.Tensor, Wt: torch.Tensor, b: torch.Te
     z = z if b is None else z + b
     if P is not None:
         zj = Jet(z, P @ (Wt.unsqueeze(-3) if Wt.dim() == 3 else Wt), torch.zeros_like(z))
-        return _pair(zj, scale) if act is None else _act(act, zj)
+        return _pair(zj, scale) if act is None else _act(act, zj, fused=fused)
     q = Wt.square().sum(dim=-2, keepdim=True)                      # [..., 1, w]
+    if act is None and not fused:
+        c, s = torch.cos(z), torch.sin(z)
+        J = torch.cat([-s.unsqueeze(-2) * Wt.unsqueeze(-3), c.unsqueeze(-2) * Wt.unsqueeze(-3)], -1)
+        return Jet(scale * torch.cat([c, s], -1), scale * J, -scale * torch.cat([c, s], -1) * torch.cat([q, q], -1))
     if act is None:
         c, s = torch.cos(z), torch.sin(z)
         cs = torch.cat([c, s], -1)
         return FirstJet(scale * cs, scale * torch.cat([-s, c], -1), torch.cat([Wt, Wt], -1),
                         -scale * cs * torch.cat([q, q], -1))
+    if not fused:  # the full jet: under vmap the factored one's [in, d, out] product becomes per point
+        s, d1, d2, _ = _closed_forms(act, z)
+        return Jet(s, d1.unsqueeze(-2) * Wt.unsqueeze(-3), d2 * q)
     s, d1, d2 = activation_derivatives(act, z)
     return FirstJet(s, d1, Wt, d2 * q)
 
@@ -259,11 +271,11 @@ def _add(a: Jet | FirstJet, b: Jet | FirstJet) -> Jet:
 
 
 def _dense(act: nn.Module, h: Jet | FirstJet, W: torch.Tensor, b: torch.Tensor, residual: bool,
-           need_J: bool = True) -> Jet:
+           need_J: bool = True, fused: bool = True) -> Jet:
     """sigma(h W + b), plus h when ``residual`` and the widths match."""
     if residual and W.shape[-1] == W.shape[-2]:
-        return _add(h, _act(act, _linear(h, W, b)))
-    return _act(act, _linear(h, W, b), need_J)
+        return _add(h, _act(act, _linear(h, W, b), fused=fused))
+    return _act(act, _linear(h, W, b), need_J, fused)
 
 
 def _input_jet(x: torch.Tensor, P: torch.Tensor | None = None) -> Jet:
@@ -273,51 +285,57 @@ def _input_jet(x: torch.Tensor, P: torch.Tensor | None = None) -> Jet:
 
 
 def _stack(stack: DenseStack, h: Jet | FirstJet | torch.Tensor, need_grad: bool,
-           P: torch.Tensor | None = None) -> Jet:
+           P: torch.Tensor | None = None, fused: bool = True) -> Jet:
     """The stack on a jet, or on the input x itself (then its first layer is :func:`_first`)."""
     layers = list(stack.layers)
     if isinstance(h, torch.Tensor) and not layers:
         h = _input_jet(h, P)
     elif isinstance(h, torch.Tensor):
         x, first = h, layers.pop(0)
-        h = _first(stack.activation, x, first.weight.T, first.bias, P=P)
+        h = _first(stack.activation, x, first.weight.T, first.bias, P=P, fused=fused)
         if stack.residual and h.v.shape == x.shape:
             h = _add(_input_jet(x, P), h)
     for i, layer in enumerate(layers):
-        h = _dense(stack.activation, h, layer.weight.T, layer.bias, stack.residual, need_grad or i < len(layers) - 1)
+        h = _dense(stack.activation, h, layer.weight.T, layer.bias, stack.residual, need_grad or i < len(layers) - 1,
+                   fused)
     return _linear(h, stack.out.weight.T, stack.out.bias)
 
 
 def forward_laplacian(model: nn.Module, x: torch.Tensor, need_grad: bool = True,
-                      directions: torch.Tensor | None = None):
+                      directions: torch.Tensor | None = None, fused: bool = True):
     """u [N], grad u [N, d] and Laplace u [N] of a scalar network in one forward pass.
 
     ``need_grad=False`` returns None for grad u and saves the last layer's Jacobian work (for a
     loss that uses only the Laplacian). ``directions`` P [N, K, d] replaces the identity as the
     input Jacobian: the third output is then sum_k p_k^T (Hess u) p_k at each point (the
-    Hutchinson estimate for random P) and grad u is None.
+    Hutchinson estimate for random P) and grad u is None. ``fused=False`` builds the same
+    values from plain torch operations only, without the two hand-written autograd nodes: slower,
+    but usable under ``torch.func`` transforms (vmap, grad, jvp), e.g. for per-point parameter
+    Jacobians (:mod:`mscalednn.gauss_newton`).
     """
     P = directions
     need_grad = need_grad and P is None
     if isinstance(model, MLP):
         h = x
         if isinstance(model.features, FourierFeatures):
-            h = _first(None, x, _TWO_PI * model.features.B.T, None, P=P)
-        out = _stack(model.stack, h, need_grad, P)
+            h = _first(None, x, _TWO_PI * model.features.B.T, None, P=P, fused=fused)
+        out = _stack(model.stack, h, need_grad, P, fused)
     elif isinstance(model, MscaleDNN) and model.variant == "first_layer":
         b = model.first.bias * model.K if model.scale_bias else model.first.bias
-        h = _first(None if model.fourier else model.first_activation, x, model.first.weight.T * model.K, b, 0.5, P)
-        out = _stack(model.stack, h, need_grad)
+        h = _first(None if model.fourier else model.first_activation, x, model.first.weight.T * model.K, b, 0.5, P,
+                   fused)
+        out = _stack(model.stack, h, need_grad, fused=fused)
     elif isinstance(model, MscaleDNN):
         Wt = (model.W0 * model.K).transpose(1, 2)          # [n, d, w]
         b = model.K * model.b0 if model.scale_bias else model.b0
-        h = _first(None if model.fourier else model.first_activation, x, Wt, b, 0.5, P)  # v [n, N, w]
+        h = _first(None if model.fourier else model.first_activation, x, Wt, b, 0.5, P, fused)  # v [n, N, w]
         for i, (W, bb) in enumerate(zip(model.Ws, model.bs)):
-            h = _dense(model.activation, h, W, bb, model.residual, need_grad or i < len(model.Ws) - 1)
+            h = _dense(model.activation, h, W, bb, model.residual, need_grad or i < len(model.Ws) - 1, fused)
         o = _linear(h, model.W_out, None)
         out = Jet(o.v.sum(0) + model.b_out, None if o.J is None else o.J.sum(0), o.L.sum(0))
     else:
         raise NotImplementedError(type(model).__name__)
     if out.v.shape[-1] != 1:
         raise ValueError("forward_laplacian needs a scalar network (out_dim = 1)")
-    return out.v[..., 0], (out.J[..., 0] if need_grad else None), out.L[..., 0]
+    c, s = model.output_shift, model.output_scale  # u = c + s * y
+    return c + s * out.v[..., 0], (s * out.J[..., 0] if need_grad else None), s * out.L[..., 0]

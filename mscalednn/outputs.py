@@ -270,7 +270,11 @@ def load_model(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
     options = dict(ckpt["model"])
     kind = options.pop("kind")
     model = ModelConfig(kind, options).build(ckpt["in_dim"])
-    model.load_state_dict(ckpt["state_dict"])
+    # a model.pt from before the output scaling has no output_shift/output_scale: they keep 0 and 1
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    if unexpected or set(missing) - {"output_shift", "output_scale"}:
+        raise ConfigError("model", "expected the weights of the network its config describes (missing "
+                          f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})", str(path))
     return model.to(getattr(torch, ckpt.get("dtype", "float32"))).eval()
 
 

@@ -16,7 +16,8 @@ from scipy.stats import qmc
 
 from .problem import PoissonProblem
 
-TRAIN, TEST, MONITOR = 0, 1, 2  # purposes: collocation points, test points, frequency monitor sample
+TRAIN, TEST, MONITOR, SCALING = 0, 1, 2, 3  # purposes: collocation points, test points, frequency
+                                            # monitor sample, output scaling sample
 
 
 def stream(seed: int, purpose: int) -> np.random.Generator:
@@ -29,15 +30,16 @@ class Sampler:
     """Draws interior and boundary points, uniform random or scrambled Sobol (quasi-random).
 
     Boundary points pick a face with probability proportional to its area, then a point
-    uniformly on it. All draws come from the TRAIN stream of ``seed`` (see :func:`stream`).
+    uniformly on it. All draws come from the ``purpose`` stream of ``seed`` (TRAIN unless given;
+    see :func:`stream`).
     """
 
     def __init__(self, problem: PoissonProblem, kind: str = "uniform", seed: int = 0,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, purpose: int = TRAIN):
         if kind not in ("uniform", "sobol"):
             raise ValueError(f"sampler kind must be 'uniform' or 'sobol', got {kind!r}")
         self.problem, self.kind, self.device, self.dtype = problem, kind, device, dtype
-        self.rng = stream(seed, TRAIN)
+        self.rng = stream(seed, purpose)
         d = problem.dim
         if kind == "sobol":
             self._sobol_in = qmc.Sobol(d, scramble=True, seed=self.rng)

@@ -36,9 +36,10 @@ from .derivatives import laplacian_operator, value_and_grad
 from .forward_laplacian import forward_laplacian, supports
 from .errors import ConfigError
 from .metrics import EvalSet, evaluate
+from .optimizers import Objective, backward_in_chunks, make_phase  # noqa: F401 (backward_in_chunks: public here)
 from .problem import PoissonProblem, check_finite
 from .progress import BudgetBar, budget_fraction
-from .sampling import Sampler
+from .sampling import SCALING, Sampler
 
 # staged boundary weight (docs/method.md section 2): multiplier from each fraction of training on
 BETA_STAGES = ((0.0, 1.0), (0.1, 10.0), (0.2, 50.0), (0.25, 100.0), (0.5, 200.0), (0.75, 500.0))
@@ -72,6 +73,13 @@ def learning_rate(config: TrainConfig, t: float) -> float:
     return config.lr * factor
 
 
+def phases_of(config: TrainConfig) -> list[tuple[str, float]]:
+    """(optimizer name, budget share at which it ends) for each phase of ``train.optimizer``."""
+    if isinstance(config.optimizer, str):
+        return [(config.optimizer, 1.0)]
+    return [(p.name, p.until) for p in config.optimizer]
+
+
 def boundary_weight(config: TrainConfig, t: float) -> float:
     """beta at budget fraction t: fixed, or beta times the staged multiplier."""
     if config.beta_schedule == "fixed":
@@ -87,18 +95,6 @@ def auto_chunk(model: torch.nn.Module, dim: int, budget: int = 2**23) -> int:
     units = max((math.prod(p.shape[:-2]) * max(p.shape[-2:]) for p in model.parameters() if p.dim() >= 2),
                 default=1)
     return max(256, budget // (dim * units))
-
-
-def backward_in_chunks(loss_of: Callable, x: torch.Tensor, f: torch.Tensor, chunk: int) -> torch.Tensor:
-    """mean over points of loss_of(x, f) (a per-chunk mean), with one backward pass per chunk of
-    ``chunk`` points: the same parameter gradients as one backward of the whole mean (the loss is
-    a sum over points), with the memory of one chunk. Returns the loss value (no graph)."""
-    n, total = x.shape[0], torch.zeros((), dtype=x.dtype, device=x.device)
-    for xs, fs in zip(torch.split(x, chunk), torch.split(f, chunk)):
-        part = loss_of(xs, fs) * (xs.shape[0] / n)
-        part.backward()
-        total += part.detach()
-    return total
 
 
 def compile_loss(fn: Callable) -> Callable:
@@ -147,34 +143,25 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
     return residual, 1.0
 
 
-def loss_terms(interior_loss: Callable, model: torch.nn.Module, batch: tuple, bc_weight: float,
-               chunk: int) -> tuple[float, float]:
-    """(interior loss, boundary penalty) of ``model`` on ``batch`` = (x_in, x_bd, f, g), without a
-    backward pass: the loss at the current parameters, for the record."""
-    x_in, x_bd, f, g = batch
-    n = x_in.shape[0]
-    interior = sum(interior_loss(xs, fs).detach() * (xs.shape[0] / n)
-                   for xs, fs in zip(torch.split(x_in, chunk), torch.split(f, chunk)))
-    with torch.no_grad():
-        bc = losses.boundary_penalty(model(x_bd).squeeze(-1), g, bc_weight)
-    return float(interior), float(bc)
-
-
 @dataclass
 class TrainState:
     """What the hooks see after every step (``evaluated``: the errors were just measured and
     appended to ``history``), and what a checkpoint holds (``lr_scale``: the learning rate's
-    factor after divergence retries; ``batch``: the current collocation points and f, g there)."""
+    factor after divergence retries; ``batch``: the current collocation points and f, g there;
+    ``phase``: the index of the optimizer phase, ``optimizer`` its update rule,
+    :mod:`mscalednn.optimizers`; ``phases``: the steps at which each phase ran)."""
 
     step: int
     model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: object
     history: list[dict] = field(default_factory=list)
     train_time: float = 0.0
     evaluated: bool = False
     lr_scale: float = 1.0
     rollbacks: list[dict] = field(default_factory=list)
     batch: tuple[torch.Tensor, ...] | None = None
+    phase: int = 0
+    phases: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -192,6 +179,19 @@ class Checkpointing:
 
     path: Path
     meta: dict = field(default_factory=dict)
+
+
+def output_scaling(problem: PoissonProblem, seed: int, n: int = 2048) -> tuple[float, float]:
+    """(shift, scale) for a network's output, u = shift + scale * y, from the boundary data g on
+    n points of their own (never u* inside the domain): shift = mean g, scale = std g, or 1 where
+    g is constant. With it the raw network starts at the level of u* and fits variations of unit
+    size at any d: otherwise Adam spends thousands of steps moving the output to the mean of u*
+    (a plateau; e.g. 25 for a sum of fifty one-dimensional terms). The source f is not used: its
+    size over-states u's by |k|^2 for a solution with high frequencies (150x on
+    poisson1d_multiscale by rms f / lambda_1), and too large a scale starts the network far off."""
+    g = problem.g(Sampler(problem, "uniform", seed, dtype=torch.float64, purpose=SCALING).boundary(n))
+    shift, spread = float(g.mean()), float(g.std())
+    return shift, (spread if spread > 1e-12 * (1 + abs(shift)) else 1.0)
 
 
 def _finite(loss: torch.Tensor, model: torch.nn.Module) -> bool:
@@ -216,15 +216,24 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
     model.to(device=device, dtype=dtype)
     sampler = Sampler(problem, config.sampler, config.seed, device, dtype)
     test = EvalSet.build(problem, config.n_test)
+    if config.scale_output and resume is None and hasattr(model, "set_output_scaling"):
+        model.set_output_scaling(*output_scaling(problem, config.seed))
     check_finite(problem, **{"the exact solution u*": (test.x, torch.as_tensor(test.u)),
                              "grad u*": (test.x, torch.as_tensor(test.grad_u))})
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     interior_loss, bc_weight = _interior_loss(problem, model, config)
-    train_loss = compile_loss(interior_loss) if config.compile else interior_loss
-    chunk = config.chunk or auto_chunk(model, problem.dim)
-    state = TrainState(0, model, optimizer)
+    objective = Objective(model, compile_loss(interior_loss) if config.compile else interior_loss, interior_loss,
+                          bc_weight, config.chunk or auto_chunk(model, problem.dim))
+    schedule = phases_of(config)
+    if any(name == "gauss_newton" for name, _ in schedule) and not supports(model):
+        raise ConfigError("train.optimizer", "expected a model the forward Laplacian knows (MLP or MscaleDNN) for "
+                          "gauss_newton", type(model).__name__)
+
+    def phase(index: int):
+        return make_phase(schedule[index][0], objective, config)
+
+    state = TrainState(0, model, phase(0))
     if resume is not None:
-        ckpt.restore(resume, state, sampler)
+        ckpt.restore(resume, state, sampler, phase)
     good = ckpt.capture(state, sampler)  # the state a divergence rolls back to
 
     def save(status: str) -> None:
@@ -241,28 +250,29 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
     while True:
         step, t0 = state.step + 1, time.perf_counter()
         t = budget_fraction(config.steps, config.time_limit, step - 1, state.train_time)
-        lr, beta = learning_rate(config, t) * state.lr_scale, boundary_weight(config, t)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if state.batch is None or (step - 1) % config.resample_every == 0:
+        new_phase = False
+        while state.phase + 1 < len(schedule) and t >= schedule[state.phase][1]:
+            state.phase, new_phase = state.phase + 1, True  # hand over to the next optimizer (fresh state)
+        if new_phase:
+            state.optimizer = phase(state.phase)
+        if not state.phases or state.phases[-1]["index"] != state.phase:
+            state.phases.append({"index": state.phase, "name": schedule[state.phase][0], "from_step": step})
+        lr = (learning_rate(config, t) if state.optimizer.scheduled else 1.0) * state.lr_scale
+        beta = boundary_weight(config, t)
+        resample = (step - 1) % config.resample_every == 0 and not state.optimizer.fixed_points
+        if state.batch is None or resample or new_phase:
             x_in, x_bd = sampler.interior(config.n_interior), sampler.boundary(config.n_boundary)
             f, g = problem.f(x_in), problem.g(x_bd)
             check_finite(problem, **{"the source f": (x_in, f), "the boundary data g": (x_bd, g)})
             state.batch = (x_in, x_bd, f, g)
-        x_in, x_bd, f, g = state.batch
-        optimizer.zero_grad(set_to_none=True)
-        interior = backward_in_chunks(train_loss, x_in, f, chunk)
-        bc = losses.boundary_penalty(model(x_bd).squeeze(-1), g, bc_weight)
-        (beta * bc).backward()
-        loss = interior + beta * bc.detach()
-        optimizer.step()
+        loss, interior, bc = state.optimizer.step(state.batch, lr, beta)
         if not _finite(loss, model):  # caught at the step it appears; never reported as a result
             retry = len(state.rollbacks) < config.max_retries
             scale = state.lr_scale * config.retry_lr_factor if retry else state.lr_scale
             event = {"step": step, "to_step": good["step"] if retry else None,
                      "lr_scale": scale if retry else None}
             events = state.rollbacks + [event]
-            ckpt.restore(good, state, sampler)  # its roll-back record and lr scale are older than ours
+            ckpt.restore(good, state, sampler, phase)  # its roll-back record and lr scale are older than ours
             state.rollbacks, state.lr_scale = events, scale
             if not retry:
                 status = "diverged"
@@ -285,7 +295,7 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
         if state.evaluated:  # the loss again, at the parameters the errors are measured at; in a
             # forked generator, so that a recorded loss (Hutchinson's probes) cannot change training
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                interior_now, bc_now = loss_terms(interior_loss, model, state.batch, bc_weight, chunk)
+                interior_now, bc_now = objective.terms(state.batch)
             record = {"step": step, "loss": interior_now + beta * bc_now, "loss_interior": interior_now,
                       "loss_boundary": bc_now, "beta": beta, **evaluate(model, test), "lr": lr,
                       "train_time_s": state.train_time, "elapsed_s": time.perf_counter() - start}
@@ -306,5 +316,8 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
                "steps": state.step, "wall_time_s": wall, "train_time_s": state.train_time,
                "steps_per_s": state.step / max(state.train_time, 1e-12), "device": str(device),
                "dtype": config.dtype, "lr_scale": state.lr_scale, "rollbacks": state.rollbacks,
-               "absolute_errors": test.absolute}
+               "optimizer": [{**p, "to_step": (state.phases[i + 1]["from_step"] - 1 if i + 1 < len(state.phases)
+                                               else state.step)} for i, p in enumerate(state.phases)],
+               "absolute_errors": test.absolute,
+               "output_scaling": {k: float(getattr(model, f"output_{k}", v)) for k, v in (("shift", 0.0), ("scale", 1.0))}}
     return SolveResult(model, state.history, metrics)

@@ -87,6 +87,8 @@ def describe(hint: Any) -> str:
             kinds = {describe(a) for a in inner}
             return f"a list of {len(inner)} " + (_plural(kinds.pop()) if len(kinds) == 1 else "items")
         return f"a list of {_plural(describe(inner[0]))}" if inner else "a list"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping with keys " + ", ".join(f.name for f in dataclasses.fields(hint))
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
             type(None): "null", dict: "a mapping"}.get(hint, getattr(hint, "__name__", str(hint)))
 
@@ -96,6 +98,8 @@ def check_value(value: Any, hint: Any, path: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return value
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, path)
     if origin is Annotated:
         try:
             out = check_value(value, args[0], path)
@@ -114,11 +118,16 @@ def check_value(value: Any, hint: Any, path: str) -> Any:
         raise ConfigError(path, f"expected {describe(hint)}", value,
                           hint=f"did you mean {close[0]!r}?" if close else "")
     if origin in (Union, types.UnionType):
+        errors = []
         for option in args:
             try:
                 return check_value(value, option, path)
-            except ConfigError:
-                continue
+            except ConfigError as exc:
+                errors.append((option, exc))
+        # a list given where one option is a list: that option's own message says what is wrong inside
+        shaped = [exc for option, exc in errors if isinstance(value, (list, tuple)) and _is_sequence(option)]
+        if len(shaped) == 1 and shaped[0].path != path:
+            raise shaped[0]
         raise ConfigError(path, f"expected {describe(hint)}", value)
     if origin is dict:
         if not isinstance(value, dict):
@@ -165,6 +174,13 @@ def check_value(value: Any, hint: Any, path: str) -> Any:
     else:
         raise TypeError(f"validate: unsupported type hint {hint!r} at {path}")
     raise ConfigError(path, f"expected {describe(hint)}", value)
+
+
+def _is_sequence(hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is Annotated:
+        return _is_sequence(typing.get_args(hint)[0])
+    return origin in (list, tuple, Sequence) or hint in (list, tuple)
 
 
 def check_keys(data: Any, known: Sequence[str], path: str, required: Sequence[str] = ()) -> dict:

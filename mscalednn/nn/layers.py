@@ -11,6 +11,24 @@ from torch import nn
 from .activations import get_activation
 
 
+class ScaledOutput(nn.Module):
+    """A network whose raw output y is returned as ``output_shift + output_scale * y``: two
+    buffers, 0 and 1 unless :meth:`set_output_scaling` is called (the training loop sets them from
+    the problem's data so that the raw network works at unit size whatever the size of u*)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("output_shift", torch.zeros(()))
+        self.register_buffer("output_scale", torch.ones(()))
+
+    def set_output_scaling(self, shift: float, scale: float) -> None:
+        self.output_shift.fill_(shift)
+        self.output_scale.fill_(scale)
+
+    def scale_output(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.output_scale + self.output_shift
+
+
 class DenseStack(nn.Module):
     """``depth`` hidden layers h <- sigma(W h + b) of equal ``width`` (or of the widths in a
     list ``width``; ``depth`` is then ignored), then a linear read-out.

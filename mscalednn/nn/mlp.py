@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import DenseStack, FourierFeatures
+from .layers import DenseStack, FourierFeatures, ScaledOutput
 
 
-class MLP(nn.Module):
+class MLP(ScaledOutput):
     """u(x) = W_out sigma(W_depth ... sigma(W_1 gamma(x) + b_1) ...) + b_out.
 
     gamma is the identity, or Gaussian random Fourier features of width 2 * ``fourier_features``
@@ -24,6 +24,9 @@ class MLP(nn.Module):
         residual: add skip connections between hidden layers of equal width.
         fourier_features: number of random Fourier frequencies (0: none).
         fourier_sigma: standard deviation of the Fourier frequencies.
+
+    The output is ``output_shift + output_scale * u`` (buffers, 0 and 1 by default; see
+    :class:`mscalednn.nn.layers.ScaledOutput`).
     """
 
     def __init__(self, in_dim: int, out_dim: int = 1, width: int | list[int] = 128, depth: int = 3,
@@ -37,4 +40,4 @@ class MLP(nn.Module):
         self.stack = DenseStack(first, width, depth, out_dim, activation, residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stack(self.features(x))
+        return self.scale_output(self.stack(self.features(x)))

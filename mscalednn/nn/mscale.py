@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .activations import get_activation
-from .layers import DenseStack, init_directions
+from .layers import DenseStack, ScaledOutput, init_directions
 
 
 MAX_SCALES = {"linear": 1000, "geometric": 64}  # 2^63 is far beyond any useful scale
@@ -43,7 +43,7 @@ def _uniform_(t: torch.Tensor, fan_in: int) -> torch.Tensor:
     return nn.init.uniform_(t, -bound, bound)
 
 
-class MscaleDNN(nn.Module):
+class MscaleDNN(ScaledOutput):
     """Multi-scale DNN in either published variant.
 
     ``variant="subnets"`` (MscaleDNN-2): N subnetworks, the i-th sees a_i x, outputs summed,
@@ -74,6 +74,9 @@ class MscaleDNN(nn.Module):
         pair_fraction: share of units in random coordinate planes for ``directions="mixed"``.
         scale_bias: multiply the first-layer bias by the scale too.
         hidden_width: width of the layers after the first (first_layer variant only).
+
+    The output is ``output_shift + output_scale * u`` (buffers, 0 and 1 by default; see
+    :class:`mscalednn.nn.layers.ScaledOutput`).
     """
 
     def __init__(self, in_dim: int, out_dim: int = 1, scales: str | Sequence[float] = "geometric:6",
@@ -135,11 +138,11 @@ class MscaleDNN(nn.Module):
         if self.variant == "first_layer":
             Wx = x @ self.first.weight.T
             b = self.first.bias * self.K if self.scale_bias else self.first.bias
-            return self.stack(self._first(self.K * Wx + b))
+            return self.scale_output(self.stack(self._first(self.K * Wx + b)))
         # subnets: h has shape [N, batch, width]
         Wx = torch.matmul(x, self.W0.transpose(1, 2))  # [N, batch, width], contiguous
         h = self._first(self.K * Wx + (self.K * self.b0 if self.scale_bias else self.b0))
         for W, b in zip(self.Ws, self.bs):
             z = self.activation(torch.baddbmm(b, h, W))
             h = h + z if self.residual and z.shape == h.shape else z
-        return torch.bmm(h, self.W_out).sum(dim=0) + self.b_out
+        return self.scale_output(torch.bmm(h, self.W_out).sum(dim=0) + self.b_out)

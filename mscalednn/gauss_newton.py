@@ -1,0 +1,143 @@
+"""Gauss-Newton (energy natural gradient) steps for the least-squares residual loss.
+
+The residual loss is a sum of squares, L(theta) = ||R(theta)||^2, with one residual per point:
+
+    R = [ (-Laplace u(x_n) - f(x_n)) / sqrt(N_in)              n = 1 .. N_in   (interior)
+          sqrt(beta w / N_b) (u(y_k) - g(y_k))                  k = 1 .. N_b   (boundary) ]
+
+(w the boundary penalty's weight). With J = dR/dtheta [m, P] the damped Gauss-Newton
+(Levenberg-Marquardt) step is
+
+    delta = -(J^T J + lambda I)^-1 J^T R = -J^T (J J^T + lambda I)^-1 R,
+
+solved in parameter space (P x P) when P <= m and in residual space (m x m) otherwise, in float64.
+For a linear PDE operator this is the energy natural gradient of Mueller & Zeinhofer (ICML 2023):
+Newton's method in function space, projected on the network's tangent space.
+
+J comes from the forward Laplacian's jets: the per-point gradients of -Laplace u(x_n) and
+u(y_k) with respect to the parameters, one vectorised ``torch.func`` pass
+(:func:`residual_jacobian`). A line search over eta in {1, 1/2, ..., 2^-K} keeps the best
+loss; lambda adapts (Levenberg-Marquardt) to the ratio of the actual to the predicted decrease.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from .forward_laplacian import forward_laplacian
+
+
+class _PointValues(nn.Module):
+    """u(x) and -Laplace u(x) of ``model`` at a batch of points, by the unfused forward Laplacian
+    (plain torch operations, so that torch.func can take per-point parameter gradients)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, laplacian: bool) -> torch.Tensor:
+        if laplacian:
+            return -forward_laplacian(self.model, x, need_grad=False, fused=False)[2]
+        return self.model(x).reshape(-1)
+
+
+def residual_jacobian(model: nn.Module, x_in: torch.Tensor, f: torch.Tensor, x_bd: torch.Tensor,
+                      g: torch.Tensor, bc_scale: float, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """R [m] and J = dR/dtheta [m, P] (columns: the trainable parameters, in the order of
+    ``model.parameters()``), with
+    R = [(-Laplace u - f) / sqrt(N_in), sqrt(bc_scale / N_b) (u - g)] (bc_scale = beta * w)."""
+    wrapped = _PointValues(model)
+    params = {k: v.detach() for k, v in wrapped.named_parameters() if v.requires_grad}
+    buffers = {**dict(wrapped.named_buffers()),  # frozen parameters stay as they are
+               **{k: v.detach() for k, v in wrapped.named_parameters() if not v.requires_grad}}
+
+    def value(p, x, laplacian):
+        return functional_call(wrapped, (p, buffers), (x[None], laplacian))[0]
+
+    def rows(x: torch.Tensor, target: torch.Tensor, laplacian: bool, scale: float):
+        per_point = vmap(grad(value), in_dims=(None, 0, None))
+        r, jac = [], []
+        for xs in torch.split(x, chunk):
+            grads = per_point(params, xs, laplacian)
+            jac.append(torch.cat([grads[k].reshape(xs.shape[0], -1) for k in params], dim=1) * scale)
+            with torch.no_grad():
+                r.append(wrapped(xs, laplacian))
+        return (torch.cat(r) - target) * scale, torch.cat(jac)
+
+    r_in, j_in = rows(x_in, f, True, 1.0 / math.sqrt(x_in.shape[0]))
+    r_bd, j_bd = rows(x_bd, g, False, math.sqrt(bc_scale / x_bd.shape[0]))
+    return torch.cat([r_in, r_bd]), torch.cat([j_in, j_bd])
+
+
+def damped_step(J: torch.Tensor, R: torch.Tensor, damping: float) -> torch.Tensor:
+    """delta = -(J^T J + lambda I)^-1 J^T R with lambda = damping * mean eigenvalue of the Gram
+    matrix, in float64, in the smaller of the parameter and residual spaces."""
+    J, R = J.double(), R.double()
+    m, P = J.shape
+    gram = J.T @ J if P <= m else J @ J.T
+    lam = damping * gram.diagonal().mean().clamp_min(1e-300)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    for _ in range(8):  # a Gram that is singular to rounding: more damping
+        factor, info = torch.linalg.cholesky_ex(gram + lam * eye)
+        if int(info) == 0:
+            break
+        lam = lam * 100
+    if P <= m:
+        return -torch.cholesky_solve((J.T @ R)[:, None], factor)[:, 0]
+    return -J.T @ torch.cholesky_solve(R[:, None], factor)[:, 0]
+
+
+class GaussNewton:
+    """Levenberg-Marquardt damped Gauss-Newton on a least-squares loss, with a line search.
+
+    ``step(residuals, loss_at)``: ``residuals()`` returns (R, J) at the current parameters,
+    ``loss_at()`` the loss at the current parameters (no gradients). The damping lambda (relative
+    to the Gram matrix's mean eigenvalue) halves after a step that did what the linear model
+    predicted (rho > 3/4) and grows 4x after a poor one (rho < 1/4), within [1e-12, 1e4]; the
+    step taken is the best of the line search (none if no step lowers the loss).
+    """
+
+    def __init__(self, params: list[torch.Tensor], damping: float = 1e-4, halvings: int = 10):
+        self.params, self.damping, self.halvings = list(params), damping, halvings
+
+    def _vector(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.params])
+
+    def _set(self, vector: torch.Tensor) -> None:
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(vector.to(self.params[0].dtype), self.params)
+
+    def step(self, residuals: Callable, loss_at: Callable[[], float], max_step: float = 1.0) -> float:
+        """One step; the line search tries eta = max_step * 2^-k. Returns the loss after it."""
+        R, J = residuals()
+        start = self._vector()
+        loss0 = float(R.double().square().sum())
+        delta = damped_step(J, R, self.damping)
+        losses = []
+        for k in range(self.halvings + 1):  # eta = 1, 1/2, ..., 2^-halvings (times max_step): the best
+            self._set(start.double() + max_step * 0.5 ** k * delta)
+            loss = loss_at()
+            losses.append(loss if math.isfinite(loss) else math.inf)
+        best = min(losses)
+        eta = max_step * 0.5 ** losses.index(best) if best < loss0 else 0.0
+        self._set(start.double() + eta * delta)
+        # the damping follows the step taken: how much of the decrease that the linear model
+        # (R + eta J delta) predicted it achieved
+        predicted = loss0 - float((R.double() + eta * (J.double() @ delta)).square().sum())
+        rho = (loss0 - best) / predicted if eta > 0 and predicted > 0 else -1.0
+        if rho < 0.25:
+            self.damping = min(self.damping * 4, 1e4)
+        elif rho > 0.75:
+            self.damping = max(self.damping / 2, 1e-12)
+        return min(best, loss0)
+
+    def state_dict(self) -> dict:
+        return {"damping": self.damping}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.damping = float(state["damping"])

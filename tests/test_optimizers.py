@@ -1,0 +1,146 @@
+"""Optimizers and phases: Gauss-Newton against least squares, its two solves against each other,
+second-order phases against Adam, and exact resume inside every phase."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from mscalednn import MLP, MscaleDNN, PoissonProblem, TrainConfig, parse_expression, seed_everything, solve
+from mscalednn.config import Phase, build_run_config
+from mscalednn.errors import ConfigError
+from mscalednn.gauss_newton import damped_step, residual_jacobian
+from mscalednn.train import Checkpointing
+
+from test_reliability import assert_same_run, stop_at
+from mscalednn.outputs import load_plain
+
+SMOOTH = PoissonProblem(parse_expression("sum(sin(pi*x))", 2), (0.0, 0.0), (1.0, 1.0), "smooth2d")
+
+
+def batch(n_in=64, n_bd=32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x_in = torch.rand(n_in, 2, generator=gen, dtype=torch.float64)
+    x_bd = torch.rand(n_bd, 2, generator=gen, dtype=torch.float64)
+    x_bd[: n_bd // 2, 0] = (x_bd[: n_bd // 2, 0] > 0.5).double()   # on the faces x_0 = 0, 1
+    x_bd[n_bd // 2:, 1] = (x_bd[n_bd // 2:, 1] > 0.5).double()     # and x_1 = 0, 1
+    return x_in, x_bd, SMOOTH.f(x_in), SMOOTH.g(x_bd)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: MLP(2, width=6, depth=2),
+    lambda: MscaleDNN(2, scales=[1, 2, 4], width=6, depth=2, variant="first_layer", first_activation="sin",
+                      activation="tanh"),
+    lambda: MscaleDNN(2, scales=[1, 3], width=4, depth=2, variant="subnets", fourier=True),
+], ids=["mlp", "first_layer", "subnets"])
+def test_residual_jacobian_is_the_derivative_of_the_residuals(make):
+    """J from the per-point forward-Laplacian gradients equals central differences of R."""
+    torch.manual_seed(0)
+    model = make().double()
+    x_in, x_bd, f, g = batch()
+    R, J = residual_jacobian(model, x_in, f, x_bd, g, bc_scale=3.0, chunk=40)
+    params = [p for p in model.parameters()]
+    theta = torch.nn.utils.parameters_to_vector(params).detach()
+    v = torch.randn(theta.numel(), dtype=torch.float64)
+    eps = 1e-6
+    values = []
+    for sign in (1, -1):
+        torch.nn.utils.vector_to_parameters(theta + sign * eps * v, params)
+        values.append(residual_jacobian(model, x_in, f, x_bd, g, bc_scale=3.0)[0])
+    torch.nn.utils.vector_to_parameters(theta, params)
+    assert torch.allclose(J @ v, (values[0] - values[1]) / (2 * eps), rtol=1e-6, atol=1e-6)
+    # R itself: the residual loss's terms
+    from mscalednn.forward_laplacian import forward_laplacian
+    lap = forward_laplacian(model, x_in)[2]
+    interior = ((-lap - f) ** 2).mean()
+    bc = 3.0 * ((model(x_bd)[:, 0] - g) ** 2).mean()
+    assert R.square().sum().item() == pytest.approx((interior + bc).item(), rel=1e-12)
+
+
+def test_a_gauss_newton_step_on_a_model_linear_in_its_parameters_is_the_least_squares_solution():
+    """Only the last layer trains: R is affine in theta, and one undamped step lands on the
+    least-squares minimiser (the linear solve agrees with torch.linalg.lstsq)."""
+    torch.manual_seed(0)
+    model = MLP(2, width=12, depth=1).double()
+    for p in model.stack.layers.parameters():
+        p.requires_grad_(False)
+    x_in, x_bd, f, g = batch(80, 40)
+    R, J = residual_jacobian(model, x_in, f, x_bd, g, bc_scale=1.0)
+    assert J.shape == (120, 13)
+    delta = damped_step(J, R, damping=1e-14)
+    expected = torch.linalg.lstsq(J, -R[:, None]).solution[:, 0]
+    # the same minimal residual to 1e-10; the coefficients as far as J's conditioning allows
+    assert (R + J @ delta).norm().item() == pytest.approx((R + J @ expected).norm().item(), rel=1e-10)
+    assert torch.allclose(delta, expected, rtol=1e-5, atol=1e-8)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(torch.nn.utils.parameters_to_vector(trainable) + delta, trainable)
+    R_new, J_new = residual_jacobian(model, x_in, f, x_bd, g, bc_scale=1.0)
+    assert (J_new.T @ R_new).norm() < 1e-9 * J_new.norm() * R_new.norm()  # the normal equations hold
+
+
+def test_residual_space_and_parameter_space_solves_agree():
+    """P > m: the m x m (residual space) solve; P <= m: the P x P one; the same step to 1e-8."""
+    gen = torch.Generator().manual_seed(1)
+    for m, P in ((30, 200), (200, 30)):
+        J = torch.randn(m, P, generator=gen, dtype=torch.float64)
+        R = torch.randn(m, generator=gen, dtype=torch.float64)
+        delta = damped_step(J, R, damping=1e-3)
+        lam = 1e-3 * ((J.T @ J).diagonal().mean() if P <= m else (J @ J.T).diagonal().mean())
+        dense = -torch.linalg.solve(J.T @ J + lam * torch.eye(P, dtype=torch.float64), J.T @ R)
+        assert torch.allclose(delta, dense, rtol=1e-8, atol=1e-10), (m, P)
+
+
+def small_config(**changes):
+    return dataclasses.replace(TrainConfig(n_interior=200, n_boundary=100, n_test=400, eval_every=10, beta=1.0,
+                                           dtype="float64", progress=False, lr=1e-3, time_limit=None), **changes)
+
+
+def final_loss(optimizer, steps):
+    seed_everything(0)
+    result = solve(SMOOTH, MLP(2, width=16, depth=1), small_config(optimizer=optimizer, steps=steps))
+    return result.metrics
+
+
+def test_second_order_phases_beat_adam_for_the_same_work():
+    """30 Gauss-Newton steps (or 30 L-BFGS steps of up to 20 iterations) after 100 Adam steps
+    reach a lower error than 3,000 Adam steps: at most the work of 3,000 Adam steps here (a
+    Gauss-Newton step on 65 parameters and 300 points costs a few Adam steps, an L-BFGS step up
+    to 20 gradients; benchmarks/bench_optimizers.py measures error against time)."""
+    adam = final_loss("adam", 3000)
+    gn = final_loss((Phase("adam", 100 / 130), Phase("gauss_newton")), 130)
+    lbfgs = final_loss((Phase("adam", 100 / 130), Phase("lbfgs")), 130)
+    assert gn["rel_l2"] < 0.1 * adam["rel_l2"], (gn["rel_l2"], adam["rel_l2"])
+    assert lbfgs["rel_l2"] < adam["rel_l2"], (lbfgs["rel_l2"], adam["rel_l2"])
+    assert [p["name"] for p in gn["optimizer"]] == ["adam", "gauss_newton"]
+    assert gn["optimizer"][0]["to_step"] == 100 and gn["optimizer"][1] == {
+        "index": 1, "name": "gauss_newton", "from_step": 101, "to_step": 130}
+
+
+@pytest.mark.parametrize("second", ["gauss_newton", "lbfgs"])
+def test_resume_inside_a_second_order_phase_is_the_uninterrupted_run(second, tmp_path):
+    config = small_config(optimizer=(Phase("adam", 0.5), Phase(second)), steps=16, eval_every=4,
+                          checkpoint_every=4)
+
+    def run(**kwargs):
+        seed_everything(0)
+        return solve(SMOOTH, MLP(2, width=8, depth=1), config, **kwargs)
+
+    full = run()
+    part = run(checkpoint=Checkpointing(tmp_path / "ck.pt"), stop=stop_at(11))  # in the second phase
+    assert part.metrics["status"] == "interrupted" and part.metrics["steps"] == 11
+    resumed = run(resume=load_plain(tmp_path / "ck.pt", "--resume"))
+    assert resumed.metrics["optimizer"] == full.metrics["optimizer"]
+    assert_same_run(full.history, resumed.history, full.metrics, resumed.metrics)
+
+
+def test_optimizer_config_is_checked():
+    assert build_run_config({"train": {"optimizer": "lbfgs"}}).train.optimizer == "lbfgs"
+    phases = build_run_config({"train": {"optimizer": [{"name": "adam", "until": 0.25}, {"name": "gauss_newton"}]}})
+    assert phases.train.optimizer == (Phase("adam", 0.25), Phase("gauss_newton", 1.0))
+    for bad, message in (({"optimizer": "sgd"}, "expected one of 'adam', 'lbfgs', 'gauss_newton' or a list"),
+                         ({"optimizer": [{"name": "adam", "until": 0.5}]}, r"optimizer\[0\]\.until: expected 1"),
+                         ({"optimizer": [{"nam": "adam"}]}, r"optimizer\[0\]\.nam: unknown key \(did you mean"),
+                         ({"loss": "ritz", "optimizer": "gauss_newton"}, "gauss_newton is for the least-squares")):
+        with pytest.raises(ConfigError, match=message):
+            build_run_config({"train": bad})
