@@ -285,8 +285,9 @@ def _input_jet(x: torch.Tensor, P: torch.Tensor | None = None) -> Jet:
 
 
 def _stack(stack: DenseStack, h: Jet | FirstJet | torch.Tensor, need_grad: bool,
-           P: torch.Tensor | None = None, fused: bool = True) -> Jet:
-    """The stack on a jet, or on the input x itself (then its first layer is :func:`_first`)."""
+           P: torch.Tensor | None = None, fused: bool = True) -> Jet | FirstJet:
+    """The stack's hidden layers on a jet, or on the input x itself (then its first layer is
+    :func:`_first`): the jet of the output layer's input."""
     layers = list(stack.layers)
     if isinstance(h, torch.Tensor) and not layers:
         h = _input_jet(h, P)
@@ -298,7 +299,31 @@ def _stack(stack: DenseStack, h: Jet | FirstJet | torch.Tensor, need_grad: bool,
     for i, layer in enumerate(layers):
         h = _dense(stack.activation, h, layer.weight.T, layer.bias, stack.residual, need_grad or i < len(layers) - 1,
                    fused)
-    return _linear(h, stack.out.weight.T, stack.out.bias)
+    return h
+
+
+def _hidden(model: nn.Module, x: torch.Tensor, need_grad: bool, P: torch.Tensor | None, fused: bool):
+    """The jet of the output layer's input h, and the output layer (W [..., in, out], b): the
+    network's output before the output scaling is h W + b, summed over subnetworks when h has a
+    leading subnetwork axis (MscaleDNN ``subnets``)."""
+    if isinstance(model, MLP):
+        h = x
+        if isinstance(model.features, FourierFeatures):
+            h = _first(None, x, _TWO_PI * model.features.B.T, None, P=P, fused=fused)
+        return _stack(model.stack, h, need_grad, P, fused), model.stack.out.weight.T, model.stack.out.bias
+    if isinstance(model, MscaleDNN) and model.variant == "first_layer":
+        b = model.first.bias * model.K if model.scale_bias else model.first.bias
+        h = _first(None if model.fourier else model.first_activation, x, model.first.weight.T * model.K, b, 0.5, P,
+                   fused)
+        return _stack(model.stack, h, need_grad, fused=fused), model.stack.out.weight.T, model.stack.out.bias
+    if isinstance(model, MscaleDNN):
+        Wt = (model.W0 * model.K).transpose(1, 2)          # [n, d, w]
+        b = model.K * model.b0 if model.scale_bias else model.b0
+        h = _first(None if model.fourier else model.first_activation, x, Wt, b, 0.5, P, fused)  # v [n, N, w]
+        for i, (W, bb) in enumerate(zip(model.Ws, model.bs)):
+            h = _dense(model.activation, h, W, bb, model.residual, need_grad or i < len(model.Ws) - 1, fused)
+        return h, model.W_out, model.b_out
+    raise NotImplementedError(type(model).__name__)
 
 
 def forward_laplacian(model: nn.Module, x: torch.Tensor, need_grad: bool = True,
@@ -315,26 +340,10 @@ def forward_laplacian(model: nn.Module, x: torch.Tensor, need_grad: bool = True,
     """
     P = directions
     need_grad = need_grad and P is None
-    if isinstance(model, MLP):
-        h = x
-        if isinstance(model.features, FourierFeatures):
-            h = _first(None, x, _TWO_PI * model.features.B.T, None, P=P, fused=fused)
-        out = _stack(model.stack, h, need_grad, P, fused)
-    elif isinstance(model, MscaleDNN) and model.variant == "first_layer":
-        b = model.first.bias * model.K if model.scale_bias else model.first.bias
-        h = _first(None if model.fourier else model.first_activation, x, model.first.weight.T * model.K, b, 0.5, P,
-                   fused)
-        out = _stack(model.stack, h, need_grad, fused=fused)
-    elif isinstance(model, MscaleDNN):
-        Wt = (model.W0 * model.K).transpose(1, 2)          # [n, d, w]
-        b = model.K * model.b0 if model.scale_bias else model.b0
-        h = _first(None if model.fourier else model.first_activation, x, Wt, b, 0.5, P, fused)  # v [n, N, w]
-        for i, (W, bb) in enumerate(zip(model.Ws, model.bs)):
-            h = _dense(model.activation, h, W, bb, model.residual, need_grad or i < len(model.Ws) - 1, fused)
-        o = _linear(h, model.W_out, None)
-        out = Jet(o.v.sum(0) + model.b_out, None if o.J is None else o.J.sum(0), o.L.sum(0))
-    else:
-        raise NotImplementedError(type(model).__name__)
+    h, W, b = _hidden(model, x, need_grad, P, fused)
+    out = _linear(h, W, None if h.v.dim() == 3 else b)
+    if h.v.dim() == 3:  # subnetworks: the sum of their outputs, one bias
+        out = Jet(out.v.sum(0) + b, None if out.J is None else out.J.sum(0), out.L.sum(0))
     if out.v.shape[-1] != 1:
         raise ValueError("forward_laplacian needs a scalar network (out_dim = 1)")
     c, s = model.output_shift, model.output_scale  # u = c + s * y
