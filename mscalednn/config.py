@@ -298,7 +298,7 @@ def build_run_config(data: dict) -> RunConfig:
 
 
 def _check_phases(train: TrainConfig) -> None:
-    """Phases end in increasing order, the last at 1; gauss_newton needs the residual loss."""
+    """Phases end in increasing order, the last at 1."""
     phases = (Phase(train.optimizer),) if isinstance(train.optimizer, str) else train.optimizer
     for i, (a, b) in enumerate(zip(phases, phases[1:])):
         if not a.until < b.until:
@@ -307,9 +307,6 @@ def _check_phases(train: TrainConfig) -> None:
     if phases[-1].until != 1.0:
         raise ConfigError(f"train.optimizer[{len(phases) - 1}].until", "expected 1 for the last phase (or no "
                           "until)", phases[-1].until)
-    if train.loss == "ritz" and any(p.name == "gauss_newton" for p in phases):
-        raise ConfigError("train.optimizer", "expected adam or lbfgs with the Ritz loss (gauss_newton is for the "
-                          "least-squares residual loss)", "gauss_newton")
 
 
 def _all_model_keys() -> list[str]:

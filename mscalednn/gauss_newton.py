@@ -18,32 +18,71 @@ J comes from the forward Laplacian's jets: the per-point gradients of -Laplace u
 u(y_k) with respect to the parameters, one vectorised ``torch.func`` pass
 (:func:`residual_jacobian`). A line search over eta in {1, 1/2, ..., 2^-K} keeps the best
 loss; lambda adapts (Levenberg-Marquardt) to the ratio of the actual to the predicted decrease.
+
+The Ritz loss L = |Omega| mean (1/2 |grad u|^2 - f u) + beta w mean_boundary (u - g)^2 is not a
+sum of squares, but its Hessian in function space is the energy inner product: the Gram matrix
+G = J^T J of the rows sqrt(|Omega| / (2 N_in)) d(grad u(x_n))/dtheta (d rows per point) and
+sqrt(beta w / N_b) du(y_k)/dtheta (:func:`energy_jacobian`) is half the Gauss-Newton Hessian, and
+the energy natural gradient step (ENGD's Ritz form) is delta = -(G + lambda I)^-1 dL/dtheta / 2,
+with the same damping, line search and quadratic model. Its solve is in parameter space only
+(the gradient is not in the rows' span), so it is for networks of at most
+:data:`MAX_ENERGY_PARAMETERS` parameters.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, jacrev, vmap
 
 from .forward_laplacian import forward_laplacian
 
 
 class _PointValues(nn.Module):
-    """u(x) and -Laplace u(x) of ``model`` at a batch of points, by the unfused forward Laplacian
-    (plain torch operations, so that torch.func can take per-point parameter gradients)."""
+    """u(x), -Laplace u(x) or grad u(x) of ``model`` at a batch of points, by the unfused forward
+    Laplacian (plain torch operations, so that torch.func can take per-point parameter gradients)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, laplacian: bool) -> torch.Tensor:
-        if laplacian:
+    def forward(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        if what == "-laplace":
             return -forward_laplacian(self.model, x, need_grad=False, fused=False)[2]
+        if what == "grad":
+            return forward_laplacian(self.model, x, fused=False)[1]
         return self.model(x).reshape(-1)
+
+
+MAX_ENERGY_PARAMETERS = 8000
+
+
+def _rows(model: nn.Module, x: torch.Tensor, what: str, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The values [N] (or [N, d] for grad u) at the points x and their parameter Jacobian
+    [N * (1 or d), P] (columns: the trainable parameters, in the order of ``model.parameters()``),
+    per point by ``torch.func`` (vmap of grad, or of jacrev for grad u)."""
+    wrapped = _PointValues(model)
+    params = {k: v.detach() for k, v in wrapped.named_parameters() if v.requires_grad}
+    buffers = {**dict(wrapped.named_buffers()),  # frozen parameters stay as they are
+               **{k: v.detach() for k, v in wrapped.named_parameters() if not v.requires_grad}}
+
+    def value(p, x1):
+        return functional_call(wrapped, (p, buffers), (x1[None], what))[0]
+
+    per_point = vmap((jacrev if what == "grad" else grad)(value), in_dims=(None, 0))
+    outputs = x.shape[1] if what == "grad" else 1  # rows per point
+    values, jac = [], []
+    for xs in torch.split(x, chunk):
+        grads = per_point(params, xs)  # {name: [n, (d,) *shape]}
+        rows = torch.cat([grads[k].reshape(xs.shape[0], outputs, -1) for k in params], dim=2)
+        jac.append(rows.flatten(0, 1))
+        with torch.no_grad():
+            values.append(wrapped(xs, what))
+    return torch.cat(values), torch.cat(jac)
 
 
 def residual_jacobian(model: nn.Module, x_in: torch.Tensor, f: torch.Tensor, x_bd: torch.Tensor,
@@ -51,35 +90,30 @@ def residual_jacobian(model: nn.Module, x_in: torch.Tensor, f: torch.Tensor, x_b
     """R [m] and J = dR/dtheta [m, P] (columns: the trainable parameters, in the order of
     ``model.parameters()``), with
     R = [(-Laplace u - f) / sqrt(N_in), sqrt(bc_scale / N_b) (u - g)] (bc_scale = beta * w)."""
-    wrapped = _PointValues(model)
-    params = {k: v.detach() for k, v in wrapped.named_parameters() if v.requires_grad}
-    buffers = {**dict(wrapped.named_buffers()),  # frozen parameters stay as they are
-               **{k: v.detach() for k, v in wrapped.named_parameters() if not v.requires_grad}}
-
-    def value(p, x, laplacian):
-        return functional_call(wrapped, (p, buffers), (x[None], laplacian))[0]
-
-    def rows(x: torch.Tensor, target: torch.Tensor, laplacian: bool, scale: float):
-        per_point = vmap(grad(value), in_dims=(None, 0, None))
-        r, jac = [], []
-        for xs in torch.split(x, chunk):
-            grads = per_point(params, xs, laplacian)
-            jac.append(torch.cat([grads[k].reshape(xs.shape[0], -1) for k in params], dim=1) * scale)
-            with torch.no_grad():
-                r.append(wrapped(xs, laplacian))
-        return (torch.cat(r) - target) * scale, torch.cat(jac)
-
-    r_in, j_in = rows(x_in, f, True, 1.0 / math.sqrt(x_in.shape[0]))
-    r_bd, j_bd = rows(x_bd, g, False, math.sqrt(bc_scale / x_bd.shape[0]))
-    return torch.cat([r_in, r_bd]), torch.cat([j_in, j_bd])
+    s_in, s_bd = 1.0 / math.sqrt(x_in.shape[0]), math.sqrt(bc_scale / x_bd.shape[0])
+    v_in, j_in = _rows(model, x_in, "-laplace", chunk)
+    v_bd, j_bd = _rows(model, x_bd, "u", chunk)
+    return torch.cat([(v_in - f) * s_in, (v_bd - g) * s_bd]), torch.cat([j_in * s_in, j_bd * s_bd])
 
 
-def damped_step(J: torch.Tensor, R: torch.Tensor, damping: float) -> torch.Tensor:
+def energy_jacobian(model: nn.Module, x_in: torch.Tensor, x_bd: torch.Tensor, volume: float, bc_scale: float,
+                    chunk: int = 256) -> torch.Tensor:
+    """Rows whose Gram matrix J^T J is half the Ritz loss's Gauss-Newton Hessian [N_in d + N_b, P]:
+    sqrt(volume / (2 N_in)) d(grad u(x_n))/dtheta and sqrt(bc_scale / N_b) du(y_k)/dtheta
+    (bc_scale = beta * w)."""
+    j_in = _rows(model, x_in, "grad", chunk)[1] * math.sqrt(volume / (2 * x_in.shape[0]))
+    j_bd = _rows(model, x_bd, "u", chunk)[1] * math.sqrt(bc_scale / x_bd.shape[0])
+    return torch.cat([j_in, j_bd])
+
+
+def damped_step(J: torch.Tensor, R: torch.Tensor | None, damping: float,
+                gradient: torch.Tensor | None = None) -> torch.Tensor:
     """delta = -(J^T J + lambda I)^-1 J^T R with lambda = damping * mean eigenvalue of the Gram
-    matrix, in float64, in the smaller of the parameter and residual spaces."""
-    J, R = J.double(), R.double()
+    matrix, in float64, in the smaller of the parameter and residual spaces; or, given
+    ``gradient`` instead of R, delta = -(J^T J + lambda I)^-1 gradient / 2 (parameter space)."""
+    J = J.double()
     m, P = J.shape
-    gram = J.T @ J if P <= m else J @ J.T
+    gram = J.T @ J if P <= m or R is None else J @ J.T
     lam = damping * gram.diagonal().mean().clamp_min(1e-300)
     eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     for _ in range(8):  # a Gram that is singular to rounding: more damping
@@ -87,19 +121,32 @@ def damped_step(J: torch.Tensor, R: torch.Tensor, damping: float) -> torch.Tenso
         if int(info) == 0:
             break
         lam = lam * 100
+    if R is None:
+        return -torch.cholesky_solve(0.5 * gradient.double()[:, None], factor)[:, 0]
+    R = R.double()
     if P <= m:
         return -torch.cholesky_solve((J.T @ R)[:, None], factor)[:, 0]
     return -J.T @ torch.cholesky_solve(R[:, None], factor)[:, 0]
 
 
-class GaussNewton:
-    """Levenberg-Marquardt damped Gauss-Newton on a least-squares loss, with a line search.
+class LocalModel(NamedTuple):
+    """The loss near the current parameters, L(theta + delta) ~ loss + gradient . delta + |J delta|^2:
+    a least-squares loss gives R (then gradient = 2 J^T R), the Ritz loss its gradient."""
 
-    ``step(residuals, loss_at)``: ``residuals()`` returns (R, J) at the current parameters,
-    ``loss_at()`` the loss at the current parameters (no gradients). The damping lambda (relative
-    to the Gram matrix's mean eigenvalue) halves after a step that did what the linear model
-    predicted (rho > 3/4) and grows 4x after a poor one (rho < 1/4), within [1e-12, 1e4]; the
-    step taken is the best of the line search (none if no step lowers the loss).
+    loss: float
+    J: torch.Tensor
+    R: torch.Tensor | None = None
+    gradient: torch.Tensor | None = None
+
+
+class GaussNewton:
+    """Levenberg-Marquardt damped Gauss-Newton with a line search.
+
+    ``step(local, loss_at)``: ``local()`` returns the :class:`LocalModel` at the current
+    parameters, ``loss_at()`` the loss at the current parameters (no gradients). The damping
+    lambda (relative to the Gram matrix's mean eigenvalue) halves after a step that did what the
+    local model predicted (rho > 3/4) and grows 4x after a poor one (rho < 1/4), within
+    [1e-12, 1e4]; the step taken is the best of the line search (none if no step lowers the loss).
     """
 
     def __init__(self, params: list[torch.Tensor], damping: float = 1e-4, halvings: int = 10):
@@ -112,12 +159,13 @@ class GaussNewton:
         with torch.no_grad():
             torch.nn.utils.vector_to_parameters(vector.to(self.params[0].dtype), self.params)
 
-    def step(self, residuals: Callable, loss_at: Callable[[], float], max_step: float = 1.0) -> float:
+    def step(self, local: Callable[[], LocalModel], loss_at: Callable[[], float], max_step: float = 1.0) -> float:
         """One step; the line search tries eta = max_step * 2^-k. Returns the loss after it."""
-        R, J = residuals()
-        start = self._vector()
-        loss0 = float(R.double().square().sum())
-        delta = damped_step(J, R, self.damping)
+        model = local()
+        start, loss0 = self._vector(), model.loss
+        delta = damped_step(model.J, model.R, self.damping, model.gradient)
+        Jd = model.J.double() @ delta
+        slope = 2 * float(model.R.double() @ Jd) if model.R is not None else float(model.gradient.double() @ delta)
         losses = []
         for k in range(self.halvings + 1):  # eta = 1, 1/2, ..., 2^-halvings (times max_step): the best
             self._set(start.double() + max_step * 0.5 ** k * delta)
@@ -126,9 +174,9 @@ class GaussNewton:
         best = min(losses)
         eta = max_step * 0.5 ** losses.index(best) if best < loss0 else 0.0
         self._set(start.double() + eta * delta)
-        # the damping follows the step taken: how much of the decrease that the linear model
-        # (R + eta J delta) predicted it achieved
-        predicted = loss0 - float((R.double() + eta * (J.double() @ delta)).square().sum())
+        # the damping follows the step taken: how much of the decrease that the local model
+        # predicted it achieved
+        predicted = -(eta * slope + eta ** 2 * float(Jd.square().sum()))
         rho = (loss0 - best) / predicted if eta > 0 and predicted > 0 else -1.0
         if rho < 0.25:
             self.damping = min(self.damping * 4, 1e4)

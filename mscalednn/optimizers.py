@@ -16,8 +16,9 @@ learning-rate schedule's value times the roll-back scale; otherwise the roll-bac
 * ``adam``: torch.optim.Adam with the scheduled learning rate; one step per batch.
 * ``lbfgs``: torch.optim.LBFGS, strong-Wolfe line search, up to ``lbfgs_iterations`` iterations
   per step on points fixed for the phase; the learning rate is the roll-back scale (1 normally).
-* ``gauss_newton``: the damped Gauss-Newton step of :mod:`mscalednn.gauss_newton` (residual loss
-  only); after a roll-back its line search starts at the roll-back scale instead of 1.
+* ``gauss_newton``: the damped Gauss-Newton step of :mod:`mscalednn.gauss_newton` (for the Ritz
+  loss, the energy natural gradient step); after a roll-back its line search starts at the
+  roll-back scale instead of 1.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from . import losses
-from .gauss_newton import GaussNewton, residual_jacobian
+from .gauss_newton import GaussNewton, LocalModel, energy_jacobian, residual_jacobian
 
 
 def backward_in_chunks(loss_of: Callable, x: torch.Tensor, f: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -50,13 +51,15 @@ class Objective:
     """L = interior(x_in, f) + beta * boundary penalty on a batch (x_in, x_bd, f, g).
 
     ``interior``: the training form (maybe compiled); ``interior_plain``: the same function,
-    uncompiled, for values without a backward pass. ``chunk``: points per backward pass."""
+    uncompiled, for values without a backward pass. ``chunk``: points per backward pass.
+    ``volume``: the domain's volume for the Ritz loss (None for the residual loss)."""
 
     model: torch.nn.Module
     interior: Callable
     interior_plain: Callable
     bc_weight: float
     chunk: int
+    volume: float | None = None
 
     def backward(self, batch: tuple, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Accumulate dL/dtheta into .grad (interior in chunks of points); (L, interior, boundary)."""
@@ -138,17 +141,29 @@ class GaussNewtonPhase:
         x_in, x_bd, f, g = batch
         o, n_in, before = self.objective, x_in.shape[0], {}
 
-        def residuals():
+        def residuals() -> LocalModel:
             R, J = residual_jacobian(o.model, x_in, f, x_bd, g, beta * o.bc_weight)
             interior, bc = R[:n_in].double().square().sum(), R[n_in:].double().square().sum() / beta
             before.update(interior=interior, bc=bc)
-            return R, J
+            return LocalModel(float(interior + beta * bc), J, R=R)
+
+        def energy() -> LocalModel:  # the Ritz loss: its gradient, and the energy Gram's rows
+            for p in self.gn.params:
+                p.grad = None
+            loss, interior, bc = o.backward(batch, beta)
+            before.update(interior=interior.double(), bc=bc.double())
+            gradient = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1)
+                                  for p in self.gn.params])
+            for p in self.gn.params:
+                p.grad = None
+            J = energy_jacobian(o.model, x_in, x_bd, o.volume, beta * o.bc_weight)
+            return LocalModel(float(loss), J, gradient=gradient)
 
         def loss_at() -> float:
             interior, bc = o.terms(batch)
             return interior + beta * bc
 
-        self.gn.step(residuals, loss_at, max_step=lr)
+        self.gn.step(residuals if o.volume is None else energy, loss_at, max_step=lr)
         dtype = x_in.dtype
         interior, bc = before["interior"].to(dtype), before["bc"].to(dtype)
         return interior + beta * bc, interior, bc

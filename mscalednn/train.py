@@ -34,6 +34,7 @@ from . import losses
 from .config import TrainConfig
 from .derivatives import laplacian_operator, value_and_grad
 from .forward_laplacian import forward_laplacian, supports
+from .gauss_newton import MAX_ENERGY_PARAMETERS
 from .errors import ConfigError
 from .metrics import EvalSet, evaluate
 from .optimizers import Objective, backward_in_chunks, make_phase  # noqa: F401 (backward_in_chunks: public here)
@@ -222,11 +223,17 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
                              "grad u*": (test.x, torch.as_tensor(test.grad_u))})
     interior_loss, bc_weight = _interior_loss(problem, model, config)
     objective = Objective(model, compile_loss(interior_loss) if config.compile else interior_loss, interior_loss,
-                          bc_weight, config.chunk or auto_chunk(model, problem.dim))
+                          bc_weight, config.chunk or auto_chunk(model, problem.dim),
+                          problem.volume if config.loss == "ritz" else None)
     schedule = phases_of(config)
     if any(name == "gauss_newton" for name, _ in schedule) and not supports(model):
         raise ConfigError("train.optimizer", "expected a model the forward Laplacian knows (MLP or MscaleDNN) for "
                           "gauss_newton", type(model).__name__)
+    size = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if any(name == "gauss_newton" for name, _ in schedule) and config.loss == "ritz" and size > MAX_ENERGY_PARAMETERS:
+        raise ConfigError("train.optimizer", f"expected a network of at most {MAX_ENERGY_PARAMETERS} parameters for "
+                          "gauss_newton with the Ritz loss (its P x P energy Gram is formed), or the residual loss",
+                          f"{size} parameters")
 
     def phase(index: int):
         return make_phase(schedule[index][0], objective, config)

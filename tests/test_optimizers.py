@@ -2,19 +2,21 @@
 second-order phases against Adam, and exact resume inside every phase."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
 from mscalednn import MLP, MscaleDNN, PoissonProblem, TrainConfig, parse_expression, seed_everything, solve
-from mscalednn.config import Phase, build_run_config
+from mscalednn.config import Phase, build_run_config, load_problem, load_run_config
 from mscalednn.errors import ConfigError
-from mscalednn.gauss_newton import damped_step, residual_jacobian
+from mscalednn.gauss_newton import damped_step, energy_jacobian, residual_jacobian
 from mscalednn.train import Checkpointing
 
 from test_reliability import assert_same_run, stop_at
 from mscalednn.outputs import load_plain
 
+ROOT = Path(__file__).resolve().parents[1]
 SMOOTH = PoissonProblem(parse_expression("sum(sin(pi*x))", 2), (0.0, 0.0), (1.0, 1.0), "smooth2d")
 
 
@@ -140,7 +142,77 @@ def test_optimizer_config_is_checked():
     assert phases.train.optimizer == (Phase("adam", 0.25), Phase("gauss_newton", 1.0))
     for bad, message in (({"optimizer": "sgd"}, "expected one of 'adam', 'lbfgs', 'gauss_newton' or a list"),
                          ({"optimizer": [{"name": "adam", "until": 0.5}]}, r"optimizer\[0\]\.until: expected 1"),
-                         ({"optimizer": [{"nam": "adam"}]}, r"optimizer\[0\]\.nam: unknown key \(did you mean"),
-                         ({"loss": "ritz", "optimizer": "gauss_newton"}, "gauss_newton is for the least-squares")):
+                         ({"optimizer": [{"nam": "adam"}]}, r"optimizer\[0\]\.nam: unknown key \(did you mean")):
         with pytest.raises(ConfigError, match=message):
             build_run_config({"train": bad})
+
+
+def test_energy_jacobian_rows_give_the_ritz_loss_hessian_on_a_linear_model():
+    """With only the last layer trainable, the Ritz loss is quadratic in theta; its Hessian
+    (central differences of autograd gradients) equals 2 J^T J of the energy rows."""
+    torch.manual_seed(1)
+    model = MLP(2, width=5, depth=1).double()
+    for p in model.stack.layers.parameters():
+        p.requires_grad_(False)
+    x_in, x_bd, f, g = batch(50, 30)
+    volume, bc_scale = 1.0, 7.0
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_gradient():
+        x = x_in.clone().requires_grad_(True)
+        u = model(x)[:, 0]
+        grad_u = torch.autograd.grad(u.sum(), x, create_graph=True)[0]
+        loss = volume * (0.5 * grad_u.square().sum(1) - f * u).mean() + bc_scale * (model(x_bd)[:, 0] - g).square().mean()
+        return torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, trainable)])
+
+    J = energy_jacobian(model, x_in, x_bd, volume, bc_scale)
+    assert J.shape == (50 * 2 + 30, 6)
+    theta = torch.nn.utils.parameters_to_vector(trainable).detach()
+    H = []
+    for i in range(theta.numel()):
+        e = torch.zeros_like(theta)
+        e[i] = 1e-5
+        grads = []
+        for sign in (1, -1):
+            torch.nn.utils.vector_to_parameters(theta + sign * e, trainable)
+            grads.append(loss_gradient())
+        H.append((grads[0] - grads[1]) / 2e-5)
+    torch.nn.utils.vector_to_parameters(theta, trainable)
+    assert torch.allclose(torch.stack(H), 2 * J.T @ J, rtol=1e-6, atol=1e-8)
+    # and the undamped natural-gradient step lands on the minimiser: the gradient vanishes there
+    delta = damped_step(J, None, 1e-14, gradient=loss_gradient())
+    torch.nn.utils.vector_to_parameters(theta + delta, trainable)
+    assert loss_gradient().norm() < 1e-9 * torch.stack(H).norm() * delta.norm()
+
+
+def test_gauss_newton_with_the_ritz_loss_beats_adam_in_the_same_steps():
+    """The energy natural gradient (ENGD's Ritz form) on a small network and a smooth 2D problem:
+    30 steps reach a far lower error than 30 Adam steps from the same start."""
+    def run(optimizer):
+        seed_everything(0)
+        model = MLP(2, width=16, depth=1).double()
+        config = TrainConfig(loss="ritz", optimizer=optimizer, steps=30, lr=1e-2, beta=100.0, n_interior=400,
+                             n_boundary=200, dtype="float64", progress=False, eval_every=30, n_test=400)
+        return solve(SMOOTH, model, config).metrics["rel_l2"]
+
+    gauss_newton, adam = run("gauss_newton"), run("adam")
+    assert gauss_newton < 3e-2 and gauss_newton < adam / 5  # measured 1.4e-2 against 0.56
+
+
+def test_ritz_gauss_newton_refuses_a_network_too_large_for_its_gram():
+    model = MLP(2, width=200, depth=2)
+    config = TrainConfig(loss="ritz", optimizer="gauss_newton", steps=1, progress=False)
+    with pytest.raises(ConfigError, match="at most 8000 parameters for gauss_newton with the Ritz loss"):
+        solve(SMOOTH, model, config)
+
+
+def test_the_shipped_gauss_newton_config_solves_the_smooth_5d_problem_in_a_few_steps():
+    """configs/gauss_newton.yaml (ENGD's set-up) on problems/poisson5d_smooth.yaml: 15 steps from
+    rel L2 0.45 to below 1e-2 (measured 1.0e-3); Adam's default needs minutes for that."""
+    run = load_run_config(ROOT / "configs" / "gauss_newton.yaml",
+                          ["train.steps=15", "train.eval_every=15", "train.n_test=2000", "train.progress=false"])
+    problem, _ = load_problem(ROOT / "problems" / "poisson5d_smooth.yaml")
+    seed_everything(run.train.seed)
+    result = solve(problem, run.model.build(problem.dim), run.train)
+    assert result.metrics["optimizer"] == [{"index": 0, "name": "gauss_newton", "from_step": 1, "to_step": 15}]
+    assert result.history[1]["rel_l2"] > 0.3 and result.metrics["rel_l2"] < 1e-2
