@@ -26,6 +26,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from . import jet as jets
 from .errors import ExpressionError, short_repr
 
 NAMES: tuple[str, ...] = ("x", "i", "d", "pi", "e")
@@ -40,6 +41,12 @@ REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "min": lambda v: torch.amin(v, dim=1), "max": lambda v: torch.amax(v, dim=1),
 }
 FUNCTIONS: tuple[str, ...] = (*ELEMENTWISE, *REDUCTIONS, "dot", "roll")
+_JET_REDUCTIONS: dict[str, Callable[[jets.Jet], jets.Jet]] = {
+    "sum": jets.total, "prod": jets.product, "mean": lambda a: jets.scale(jets.total(a), 1.0 / a.n),
+    "norm": lambda a: jets.power(jets.total(jets.mul(a, a)), 0.5),
+    "min": lambda a: jets.pick(a, a.v.argmin(dim=1, keepdim=True)),
+    "max": lambda a: jets.pick(a, a.v.argmax(dim=1, keepdim=True)),
+}
 
 MAX_TEXT = 10_000
 MAX_NODES = 2_000
@@ -50,6 +57,9 @@ MAX_EXPONENT = 64
 _BINOPS: dict[type, tuple[str, Callable]] = {
     ast.Add: ("+", lambda a, b: a + b), ast.Sub: ("-", lambda a, b: a - b),
     ast.Mult: ("*", lambda a, b: a * b), ast.Div: ("/", lambda a, b: a / b),
+}
+_JET_BINOPS: dict[type, Callable[[jets.Jet, jets.Jet], jets.Jet]] = {
+    ast.Add: jets.add, ast.Sub: lambda a, b: jets.add(a, b, -1.0), ast.Mult: jets.mul, ast.Div: jets.divide,
 }
 _OP_SYMBOLS = {ast.Mod: "%", ast.FloorDiv: "//", ast.MatMult: "@", ast.LShift: "<<",
                ast.RShift: ">>", ast.BitOr: "|", ast.BitAnd: "&", ast.BitXor: "^",
@@ -77,6 +87,14 @@ class _Node:
     fn: Callable[[torch.Tensor], torch.Tensor] | None
     size: int | None = None
     const: float = 0.0
+    jet: Callable[[torch.Tensor], jets.Jet] | None = None
+
+    def jet_of(self) -> Callable[[torch.Tensor], jets.Jet]:
+        """The node's Taylor-mode evaluator (value, gradient, Laplacian); constants included."""
+        if self.fn is None:
+            value = self.const
+            return lambda x: jets.constant(value, x)
+        return self.jet
 
 
 class Expression:
@@ -93,6 +111,15 @@ class Expression:
         if self._node.fn is None:
             return x[:, 0] * 0 + self._node.const
         return self._node.fn(x)
+
+    def value_grad_laplacian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """u(x) [N], grad u(x) [N, d] and Laplace u(x) [N], exact, in one Taylor-mode pass with
+        sparse Jacobians (:mod:`mscalednn.jet`): O(N d) where nested autograd is O(N d^2)."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected x of shape [N, {self.dim}], got {list(x.shape)}")
+        with torch.no_grad():
+            jet = self._node.jet_of()(x)
+            return jet.v[:, 0], jets.gradient(jet), jet.lap[:, 0]
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r}, dim={self.dim})"
@@ -253,11 +280,13 @@ class _Compiler:
         if name.startswith("__"):
             raise ExpressionError(f"dunder names are not allowed ('{name}')")
         if name == "x":
-            return _Node(lambda x: x, self.dim)
+            return _Node(lambda x: x, self.dim, jet=jets.variable)
         if name == "i":
             dim = self.dim
-            return _Node(lambda x: torch.arange(1, dim + 1, dtype=x.dtype, device=x.device)
-                         .expand(x.shape[0], dim), dim)
+
+            def index(x):
+                return torch.arange(1, dim + 1, dtype=x.dtype, device=x.device).expand(x.shape[0], dim)
+            return _Node(index, dim, jet=lambda x: jets.constant(index(x), x))
         if name in self.consts:
             return _Node(None, const=self.consts[name])
         if name in FUNCTIONS:
@@ -277,8 +306,8 @@ class _Compiler:
             return a
         if a.fn is None:
             return _Node(None, const=-a.const)
-        f = a.fn
-        return _Node(lambda x: -f(x), a.size)
+        f, j = a.fn, a.jet
+        return _Node(lambda x: -f(x), a.size, jet=lambda x: jets.scale(j(x), -1.0))
 
     def visit_BinOp(self, node: ast.BinOp) -> _Node:
         if isinstance(node.op, ast.Pow):
@@ -295,7 +324,8 @@ class _Compiler:
                                   f"{a.size} {symbol} {b.size}")
         size = a.size if a.size is not None else b.size
         fa, fb = self._operand(a, size), self._operand(b, size)
-        return _Node(lambda x: op(fa(x), fb(x)), size)
+        ja, jb, jop = a.jet_of(), b.jet_of(), _JET_BINOPS[type(node.op)]
+        return _Node(lambda x: op(fa(x), fb(x)), size, jet=lambda x: jop(ja(x), jb(x)))
 
     @staticmethod
     def _operand(node: _Node, size: int | None) -> Callable[[torch.Tensor], object]:
@@ -317,8 +347,8 @@ class _Compiler:
         p = exponent
         if base.fn is None:
             return _Node(None, const=_fold(torch.pow, node, base.const, p))
-        f = base.fn
-        return _Node(lambda x: f(x) ** p, base.size)
+        f, j = base.fn, base.jet
+        return _Node(lambda x: f(x) ** p, base.size, jet=lambda x: jets.power(j(x), p))
 
     def visit_Call(self, node: ast.Call) -> _Node:
         if not isinstance(node.func, ast.Name):
@@ -347,8 +377,8 @@ class _Compiler:
             fn, (a,) = ELEMENTWISE[name], args
             if a.fn is None:
                 return _Node(None, const=_fold(fn, node, a.const))
-            f = a.fn
-            return _Node(lambda x: fn(f(x)), a.size)
+            f, j = a.fn, a.jet
+            return _Node(lambda x: fn(f(x)), a.size, jet=lambda x: jets.elementwise(name, j(x)))
         for arg in args:
             if arg.size is None:
                 raise ExpressionError(f"{name}() expects a vector argument (an expression "
@@ -358,10 +388,10 @@ class _Compiler:
             if a.size != b.size:
                 raise ExpressionError(f"dot() needs vectors of equal length, got {a.size} "
                                       f"and {b.size}")
-            fa, fb = a.fn, b.fn
-            return _Node(lambda x: (fa(x) * fb(x)).sum(dim=1))
-        fn, f = REDUCTIONS[name], args[0].fn
-        return _Node(lambda x: fn(f(x)))
+            fa, fb, ja, jb = a.fn, b.fn, a.jet, b.jet
+            return _Node(lambda x: (fa(x) * fb(x)).sum(dim=1), jet=lambda x: jets.total(jets.mul(ja(x), jb(x))))
+        fn, f, j, jr = REDUCTIONS[name], args[0].fn, args[0].jet, _JET_REDUCTIONS[name]
+        return _Node(lambda x: fn(f(x)), jet=lambda x: jr(j(x)))
 
     def _roll(self, node: ast.Call) -> _Node:
         v = self.visit(node.args[0])
@@ -369,15 +399,15 @@ class _Compiler:
             raise ExpressionError("roll() expects a vector argument (an expression involving x), "
                                   "got a scalar")
         shift = _int_literal(node.args[1], "the shift of roll()")
-        f = v.fn
-        return _Node(lambda x: torch.roll(f(x), shift, dims=1), v.size)
+        f, j = v.fn, v.jet
+        return _Node(lambda x: torch.roll(f(x), shift, dims=1), v.size, jet=lambda x: jets.roll(j(x), shift))
 
     def visit_Subscript(self, node: ast.Subscript) -> _Node:
         v = self.visit(node.value)
         if v.size is None:
             raise ExpressionError(f"only vectors can be indexed, but {short_repr(ast.unparse(node.value))} "
                                   f"is a scalar")
-        f, n = v.fn, v.size
+        f, n, jv = v.fn, v.size, v.jet
         if isinstance(node.slice, ast.Slice):
             bounds = [None if part is None else _int_literal(part, "a slice bound")
                       for part in (node.slice.lower, node.slice.upper, node.slice.step)]
@@ -388,13 +418,13 @@ class _Compiler:
             if size == 0:
                 raise ExpressionError(f"the slice {short_repr(ast.unparse(node))} is empty for a vector "
                                       f"of length {n}")
-            return _Node(lambda x: f(x)[:, sl], size)
+            return _Node(lambda x: f(x)[:, sl], size, jet=lambda x: jets.select(jv(x), sl))
         j = _int_literal(node.slice, "an index")
         if not -n <= j < n:
             raise ExpressionError(f"index {j} is out of range for a vector of length {n}; "
                                   f"valid indices are 0..{n - 1} (or -{n}..-1)")
         j %= n
-        return _Node(lambda x: f(x)[:, j])
+        return _Node(lambda x: f(x)[:, j], jet=lambda x: jets.select(jv(x), j))
 
 
 def _did_you_mean(name: str, candidates: list[str]) -> str:

@@ -3,8 +3,10 @@
     -Laplace u = f   in the box  Omega = [lo_1, hi_1] x ... x [lo_d, hi_d],
              u = g   on the boundary of Omega,
 
-with the exact solution u* given, f = -Laplace u* and g = u*, both obtained by exact (automatic)
-differentiation of u*, never by finite differences.
+with the exact solution u* given, f = -Laplace u* and g = u*, both obtained by exact
+differentiation of u*, never by finite differences: for an expression from a problem file by one
+Taylor-mode pass (:meth:`mscalednn.expr.Expression.value_grad_laplacian`, O(N d)), for any other
+torch function by nested automatic differentiation (O(N d^2)).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from .derivatives import value_and_grad, value_grad_laplacian
 from .errors import ProblemError
+from .expr import Expression
 
 Field = Callable[[torch.Tensor], torch.Tensor]
 
@@ -73,10 +76,14 @@ class PoissonProblem:
 
     def grad_u(self, x: torch.Tensor) -> torch.Tensor:
         """grad u*(x) [N, d], exact."""
+        if isinstance(self.exact, Expression):
+            return self.exact.value_grad_laplacian(x)[1]
         return value_and_grad(self.exact, x, create_graph=False)[1].detach()
 
     def f(self, x: torch.Tensor) -> torch.Tensor:
         """Source f = -Laplace u*(x) [N], exact."""
+        if isinstance(self.exact, Expression):
+            return -self.exact.value_grad_laplacian(x)[2]
         return -value_grad_laplacian(self.exact, x, create_graph=False)[2].detach()
 
 
