@@ -7,7 +7,7 @@ The family of problems/poisson50d.yaml and problems/poisson100d.yaml at every d:
 (indices cyclic; mean 3 and standard deviation 0.29 at every d, so a constant output has rel L2
 0.095 at every d). For each d, a fresh `mscale solve` with the shipped default config
 (`configs/mscale.yaml`, or `--model`) and the training-time budget; prints a table (final rel L2,
-rel H1, steps, steps/s, the error after 60 s) and writes JSON.
+rel H1, steps, steps/s, the error after 60 s), writes JSON and a plot of rel L2 against time.
 
     python benchmarks/bench_dimension.py                         # d = 2 ... 100, 600 s each (about an hour)
     python benchmarks/bench_dimension.py --dims 5 50 --budget 60
@@ -50,6 +50,26 @@ def run(d: int, budget: float, model: str, extra: list[str], folder: Path) -> di
             "rel_l2_at_60s": at_60[-1] if at_60 else None, "curve": curve}
 
 
+def plot(results: list[dict], path: Path) -> None:
+    """rel L2 against training time, one curve per d."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for r in results:
+        if "curve" in r:
+            t, e = zip(*r["curve"])
+            ax.semilogy(t, e, label=f"d = {r['dim']}")
+    ax.axhline(0.095, color="gray", lw=0.8, ls="--", label="constant output")
+    ax.set(xlabel="training time (s)", ylabel="rel L2", title="u* = 3 + sum sin cos + x x (poisson50d family)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dims", nargs="+", type=int, default=[2, 5, 10, 20, 50, 100])
@@ -57,6 +77,7 @@ def main() -> None:
     p.add_argument("--model", default="configs/mscale.yaml")
     p.add_argument("--set", action="append", default=[], dest="extra", help="extra --set for every run")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "out" / "dimension.json"))
+    p.add_argument("--plot", default=str(ROOT / "benchmarks" / "out" / "dimension.png"))
     args = p.parse_args()
     results = []
     print(f"{'d':>4} | rel L2    | rel H1    | steps | steps/s | rel L2 at 60 s", flush=True)
@@ -73,7 +94,8 @@ def main() -> None:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"budget_s": args.budget, "model": args.model, "extra": args.extra,
                                            "exact": EXACT, "results": results}, indent=2))
-    print(f"wrote {args.json}")
+    plot(results, Path(args.plot))
+    print(f"wrote {args.json} and {args.plot}")
 
 
 if __name__ == "__main__":
