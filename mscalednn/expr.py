@@ -49,7 +49,7 @@ _JET_REDUCTIONS: dict[str, Callable[[jets.Jet], jets.Jet]] = {
 }
 
 MAX_TEXT = 10_000
-MAX_NODES = 2_000
+MAX_NODES = 10_000
 MAX_DEPTH = 100
 MAX_LITERAL = 1e12
 MAX_EXPONENT = 64

@@ -103,11 +103,19 @@ def scale(a: Jet, k: float) -> Jet:
     return Jet(a.v * k, sparse, dense, a.lap * k, a.d)
 
 
+def _compact(a: Jet) -> Jet:
+    """A scalar's terms as one dense term (its gradient), so that sums of many scalars, such as
+    a directional coordinate 0.3 x[0] - 0.2 x[1] + ..., keep one term instead of d."""
+    if a.n == 1 and len(a.sparse) + len(a.dense) > 1:
+        return Jet(a.v, [], [(torch.ones_like(a.v), gradient(a))], a.lap, a.d)
+    return a
+
+
 def add(a: Jet, b: Jet, sign: float = 1.0) -> Jet:
     n = max(a.n, b.n)
     a, b = broadcast(a, n), broadcast(b, n)
     sb, db = _scaled(b, sign) if sign != 1.0 else (b.sparse, b.dense)
-    return Jet(a.v + sign * b.v, _merge(a.sparse + sb), a.dense + db, a.lap + sign * b.lap, a.d)
+    return _compact(Jet(a.v + sign * b.v, _merge(a.sparse + sb), a.dense + db, a.lap + sign * b.lap, a.d))
 
 
 def mul(a: Jet, b: Jet) -> Jet:
@@ -116,7 +124,7 @@ def mul(a: Jet, b: Jet) -> Jet:
     sa, da = _scaled(a, b.v)
     sb, db = _scaled(b, a.v)
     lap = a.lap * b.v + b.lap * a.v + 2 * inner(a, b)
-    return Jet(a.v * b.v, _merge(sa + sb), da + db, lap, a.d)
+    return _compact(Jet(a.v * b.v, _merge(sa + sb), da + db, lap, a.d))
 
 
 def apply(a: Jet, value: Tensor, d1: Tensor, d2: Tensor | float) -> Jet:

@@ -73,3 +73,22 @@ def test_jet_in_high_dimension_against_the_hand_computed_laplacian():
     want = (-2 * math.pi**2 * s * torch.roll(c, -1, dims=1)).sum(1)  # x_i x_{i+2} is harmonic
     torch.testing.assert_close(lap, want, rtol=1e-10, atol=1e-9)
     assert grad.shape == (8, d)
+
+
+def test_plane_waves_along_dense_directions_written_out():
+    """Directional coordinates written as 0.31*x[0] - 0.2*x[1] + ... (twenty waves in 10D, about
+    3,000 syntax nodes): the expression parses, and the jet (scalar terms kept as one gradient)
+    equals nested autograd."""
+    g = torch.Generator().manual_seed(5)
+    dirs = torch.randn(20, 10, generator=g, dtype=torch.float64)
+    dirs = torch.round(dirs / dirs.norm(dim=1, keepdim=True), decimals=4)  # as written in the text
+    lin = [" + ".join(f"({c:.4f})*x[{j}]" for j, c in enumerate(v.tolist())) for v in dirs]
+    text = " + ".join(f"{0.1 if m >= 10 else 1.0}*sin({10 if m >= 10 else 1}*pi*({s}))" for m, s in enumerate(lin))
+    u = parse_expression(text, 10)
+    x = torch.rand(30, 10, generator=g, dtype=torch.float64)
+    _, grad, lap = u.value_grad_laplacian(x)
+    k = dirs * torch.tensor([1.0] * 10 + [10.0] * 10, dtype=torch.float64)[:, None] * math.pi
+    a = torch.tensor([1.0] * 10 + [0.1] * 10, dtype=torch.float64)
+    phase = x @ k.T
+    torch.testing.assert_close(lap, -(a * (k * k).sum(1) * torch.sin(phase)).sum(1), rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(grad, (a * torch.cos(phase)) @ k, rtol=1e-10, atol=1e-10)
