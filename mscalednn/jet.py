@@ -1,9 +1,9 @@
 """Value, gradient and Laplacian of a problem expression in one pass (Taylor mode, sparse).
 
 The source f = -Laplace u* is needed at every collocation point of every step. Nested autograd
-takes d backward passes through u*'s graph; in high dimension that costs more than the training
-step itself (measured: 0.12 s per 2,000 points at d = 50 and 0.57 s at d = 100, against 0.35 s
-and 0.8 s for the whole step of the default network).
+takes d backward passes through u*'s graph; in high dimension that is a large share of the
+training step (measured, 2,000 points, 2 cores: 0.10 s at d = 50 and 0.28 s at d = 100, where
+the default network's whole step took 0.35 s and 0.83 s; this pass: 8 and 9 ms).
 
 An expression (:mod:`mscalednn.expr`) builds its vectors from x elementwise, by ``roll`` and by
 slices, so the Jacobian of a vector node v [N, n] is sparse and cheap to carry:
