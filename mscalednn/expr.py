@@ -105,9 +105,12 @@ class Expression:
         self.dim = dim
         self._node = node
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def _check(self, x: torch.Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"expected x of shape [N, {self.dim}], got {list(x.shape)}")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
         if self._node.fn is None:
             return x[:, 0] * 0 + self._node.const
         return self._node.fn(x)
@@ -115,8 +118,7 @@ class Expression:
     def value_grad_laplacian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """u(x) [N], grad u(x) [N, d] and Laplace u(x) [N], exact, in one Taylor-mode pass with
         sparse Jacobians (:mod:`mscalednn.jet`): O(N d) where nested autograd is O(N d^2)."""
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"expected x of shape [N, {self.dim}], got {list(x.shape)}")
+        self._check(x)
         with torch.no_grad():
             jet = self._node.jet_of()(x)
             return jet.v[:, 0], jets.gradient(jet), jet.lap[:, 0]

@@ -20,6 +20,7 @@ come from the terms pairwise. Scalars are size-1 vectors with one dense term (th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -136,41 +137,30 @@ def apply(a: Jet, value: Tensor, d1: Tensor, d2: Tensor | float) -> Jet:
     return Jet(value, sparse, dense, lap, a.d)
 
 
+def _sec2(t: Tensor) -> Tensor:
+    return 1 + t * t
+
+
+# h -> (h(v), h'(v), h''(v)) for the expression language's elementwise functions (every name in
+# mscalednn.expr.ELEMENTWISE has a rule; tests/test_jet.py checks it).
+RULES: dict[str, Callable[[Tensor], tuple[Tensor, Tensor, Tensor | float]]] = {
+    "sin": lambda v: (torch.sin(v), torch.cos(v), -torch.sin(v)),
+    "cos": lambda v: (torch.cos(v), -torch.sin(v), -torch.cos(v)),
+    "tan": lambda v: (torch.tan(v), _sec2(torch.tan(v)), 2 * torch.tan(v) * _sec2(torch.tan(v))),
+    "exp": lambda v: (torch.exp(v),) * 3,
+    "log": lambda v: (torch.log(v), 1 / v, -1 / (v * v)),
+    "sqrt": lambda v: (torch.sqrt(v), 0.5 / torch.sqrt(v), -0.25 / (torch.sqrt(v) * v)),
+    "tanh": lambda v: (torch.tanh(v), 1 - torch.tanh(v) ** 2, -2 * torch.tanh(v) * (1 - torch.tanh(v) ** 2)),
+    "sinh": lambda v: (torch.sinh(v), torch.cosh(v), torch.sinh(v)),
+    "cosh": lambda v: (torch.cosh(v), torch.sinh(v), torch.cosh(v)),
+    "abs": lambda v: (torch.abs(v), torch.sign(v), 0.0),
+    "atan": lambda v: (torch.atan(v), 1 / (1 + v * v), -2 * v / (1 + v * v) ** 2),
+}
+
+
 def elementwise(name: str, a: Jet) -> Jet:
-    """h(a) for the expression language's elementwise functions."""
-    v = a.v
-    if name == "sin":
-        s, c = torch.sin(v), torch.cos(v)
-        return apply(a, s, c, -s)
-    if name == "cos":
-        s, c = torch.sin(v), torch.cos(v)
-        return apply(a, c, -s, -c)
-    if name == "tan":
-        t = torch.tan(v)
-        sec2 = 1 + t * t
-        return apply(a, t, sec2, 2 * t * sec2)
-    if name == "exp":
-        e = torch.exp(v)
-        return apply(a, e, e, e)
-    if name == "log":
-        return apply(a, torch.log(v), 1 / v, -1 / (v * v))
-    if name == "sqrt":
-        r = torch.sqrt(v)
-        return apply(a, r, 0.5 / r, -0.25 / (r * v))
-    if name == "tanh":
-        t = torch.tanh(v)
-        s = 1 - t * t
-        return apply(a, t, s, -2 * t * s)
-    if name == "sinh":
-        return apply(a, torch.sinh(v), torch.cosh(v), torch.sinh(v))
-    if name == "cosh":
-        return apply(a, torch.cosh(v), torch.sinh(v), torch.cosh(v))
-    if name == "abs":
-        return apply(a, torch.abs(v), torch.sign(v), 0.0)
-    if name == "atan":
-        q = 1 / (1 + v * v)
-        return apply(a, torch.atan(v), q, -2 * v * q * q)
-    raise ValueError(f"no derivative rule for {name!r}")
+    """h(a) for the elementwise function ``name`` (a key of :data:`RULES`)."""
+    return apply(a, *RULES[name](a.v))
 
 
 def power(a: Jet, p: float) -> Jet:
@@ -179,8 +169,7 @@ def power(a: Jet, p: float) -> Jet:
     if p == 1:
         return a
     v = a.v
-    d2 = p * (p - 1) * v ** (p - 2) if p != 2 else torch.full_like(v, 2.0)
-    return apply(a, v ** p, p * v ** (p - 1), d2)
+    return apply(a, v ** p, p * v ** (p - 1), p * (p - 1) * v ** (p - 2))  # v ** 0 = 1, also at v = 0
 
 
 def divide(a: Jet, b: Jet) -> Jet:

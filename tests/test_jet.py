@@ -8,6 +8,8 @@ import torch
 
 from mscalednn import load_problem, parse_expression
 from mscalednn.derivatives import value_grad_laplacian
+from mscalednn.expr import ELEMENTWISE
+from mscalednn.jet import RULES
 
 EXPRESSIONS = [
     "3 + sum(sin(pi*x)*cos(pi*roll(x, -1)) + x*roll(x, -2) - 0.25)/sqrt(d)",
@@ -92,3 +94,14 @@ def test_plane_waves_along_dense_directions_written_out():
     phase = x @ k.T
     torch.testing.assert_close(lap, -(a * (k * k).sum(1) * torch.sin(phase)).sum(1), rtol=1e-10, atol=1e-9)
     torch.testing.assert_close(grad, (a * torch.cos(phase)) @ k, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_every_elementwise_function_has_a_rule_matching_autograd(name):
+    """A function added to the language without its derivative rule fails here, not in a run."""
+    assert name in RULES
+    u = parse_expression(f"sum({name}(0.5*x + 0.2*roll(x, 1)))", 3)
+    x = torch.rand(20, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64) + 0.1
+    ref = value_grad_laplacian(u, x, create_graph=False)
+    for got, want in zip(u.value_grad_laplacian(x), ref):
+        torch.testing.assert_close(got, want.detach(), rtol=1e-10, atol=1e-10)
