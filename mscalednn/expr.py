@@ -69,7 +69,7 @@ _FORBIDDEN = {
     ast.DictComp: "comprehensions", ast.GeneratorExp: "generator expressions",
     ast.Compare: "comparisons", ast.BoolOp: "boolean operators (and/or)",
     ast.IfExp: "if-expressions", ast.JoinedStr: "f-strings", ast.FormattedValue: "f-strings",
-    ast.List: "list literals", ast.Tuple: "tuples", ast.Dict: "dict literals",
+    ast.Tuple: "tuples", ast.Dict: "dict literals",
     ast.Set: "set literals", ast.Starred: "starred arguments (*)",
     ast.NamedExpr: "assignment expressions (:=)", ast.Await: "await expressions",
     ast.Yield: "yield expressions", ast.YieldFrom: "yield expressions",
@@ -117,9 +117,10 @@ class Expression:
 
     def value_grad_laplacian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """u(x) [N], grad u(x) [N, d] and Laplace u(x) [N], exact, in one Taylor-mode pass with
-        sparse Jacobians (:mod:`mscalednn.jet`): O(N d) where nested autograd is O(N d^2)."""
+        sparse Jacobians (:mod:`mscalednn.jet`): O(N d) where nested autograd is O(N d^2).
+        Differentiable in x when x requires grad (e.g. for the Hessian of the source term)."""
         self._check(x)
-        with torch.no_grad():
+        with torch.set_grad_enabled(x.requires_grad):
             jet = self._node.jet_of()(x)
             return jet.v[:, 0], jets.gradient(jet), jet.lap[:, 0]
 
@@ -263,7 +264,7 @@ class _Compiler:
         what = _FORBIDDEN.get(type(node), f"{type(node).__name__} nodes")
         raise ExpressionError(f"{what} are not allowed (found "
                               f"{short_repr(ast.unparse(node))}); allowed: numbers, names, + - * / **, "
-                              f"function calls and x[j] indexing")
+                              f"function calls, x[j] indexing and vectors of numbers [a, b, ...]")
 
     def visit_Constant(self, node: ast.Constant) -> _Node:
         value = node.value
@@ -276,6 +277,24 @@ class _Compiler:
             raise ExpressionError(f"number {short_repr(ast.unparse(node))} is too large; "
                                   f"literals must be at most {MAX_LITERAL:g} in size")
         return _Node(None, const=float(value))
+
+    def visit_List(self, node: ast.List) -> _Node:
+        """[c_1, ..., c_n]: a constant vector of n numbers (constant expressions), e.g. a
+        direction in dot([0.6, 0.8], x)."""
+        values = []
+        for elt in node.elts:
+            item = self.visit(elt)
+            if item.fn is not None:
+                raise ExpressionError(f"the entries of a vector literal must be numbers (constants), got "
+                                      f"{short_repr(ast.unparse(elt))}")
+            values.append(item.const)
+        if not values:
+            raise ExpressionError("a vector literal needs at least one number, got []")
+        vector = torch.tensor(values, dtype=torch.float64)
+
+        def const(x):
+            return vector.to(dtype=x.dtype, device=x.device).expand(x.shape[0], len(values))
+        return _Node(const, len(values), jet=lambda x: jets.constant(const(x), x))
 
     def visit_Name(self, node: ast.Name) -> _Node:
         name = node.id

@@ -24,6 +24,7 @@ EXPRESSIONS = [
     "-sum(x**3)/x[1] + sum(x[::2])",
     "prod(x*roll(x, 1)) + prod(sin(x) + cos(roll(x, 2)))",
     "sum(x*sum(x)) + sum(exp(x)*mean(x))",
+    "sin(3*dot([0.6, -0.8, 2*pi/10, 1, 0, -1][0:3], x[0:3])) + sum([1, 2, 3]*x[0:3]**2)",
     "4.0",
 ]
 
@@ -86,6 +87,24 @@ def test_plane_waves_along_dense_directions_written_out():
     dirs = torch.round(dirs / dirs.norm(dim=1, keepdim=True), decimals=4)  # as written in the text
     lin = [" + ".join(f"({c:.4f})*x[{j}]" for j, c in enumerate(v.tolist())) for v in dirs]
     text = " + ".join(f"{0.1 if m >= 10 else 1.0}*sin({10 if m >= 10 else 1}*pi*({s}))" for m, s in enumerate(lin))
+    u = parse_expression(text, 10)
+    x = torch.rand(30, 10, generator=g, dtype=torch.float64)
+    _, grad, lap = u.value_grad_laplacian(x)
+    k = dirs * torch.tensor([1.0] * 10 + [10.0] * 10, dtype=torch.float64)[:, None] * math.pi
+    a = torch.tensor([1.0] * 10 + [0.1] * 10, dtype=torch.float64)
+    phase = x @ k.T
+    torch.testing.assert_close(lap, -(a * (k * k).sum(1) * torch.sin(phase)).sum(1), rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(grad, (a * torch.cos(phase)) @ k, rtol=1e-10, atol=1e-10)
+
+
+def test_plane_waves_along_dense_directions_as_vector_literals():
+    """The same kind of sum with each direction a vector of numbers, dot([...], x): the same
+    derivatives, from an expression a few hundred nodes long."""
+    g = torch.Generator().manual_seed(6)
+    dirs = torch.randn(20, 10, generator=g, dtype=torch.float64)
+    dirs = torch.round(dirs / dirs.norm(dim=1, keepdim=True), decimals=4)
+    text = " + ".join(f"{0.1 if m >= 10 else 1.0}*sin({10 if m >= 10 else 1}*pi*dot([{', '.join(f'{c:.4f}' for c in v)}], x))"
+                      for m, v in enumerate(dirs.tolist()))
     u = parse_expression(text, 10)
     x = torch.rand(30, 10, generator=g, dtype=torch.float64)
     _, grad, lap = u.value_grad_laplacian(x)
