@@ -1,0 +1,219 @@
+"""Finding the plane waves a function is made of, from samples, in any dimension.
+
+The adaptive MscaleDNN (:mod:`mscalednn.nn.adaptive`) asks, during training, where the part of
+the solution it has not resolved lives in frequency space. The signal is the PDE residual
+r = -Laplace u_theta - f: for an unresolved plane wave A sin(k.x + phi) of the error it holds
+|k|^2 A sin(k.x + phi), so it weights what is missing by |k|^2 and is available at every point.
+A grid DFT is out of reach for d > 3; :func:`find_waves` finds the wave vectors k of a function
+r in four steps (docs/method.md section 6):
+
+1. **directions**: the coordinate axes, and Jennrich's simultaneous diagonalisation of the
+   Hessians of r at random points. For r = sum_m A_m sin(k_m.x + phi_m),
+   Hess r(x) = -sum_m A_m sin(k_m.x + phi_m) k_m k_m^T: every Hessian is a combination of the
+   same rank-one matrices k_m k_m^T, so for two random combinations M1, M2 of Hessians the
+   eigenvectors of M1 pinv(M2) are the directions k_m / |k_m| (exactly, when the k_m are
+   linearly independent, so at most d of them; the largest |A_m| |k_m|^2 dominate otherwise).
+   Hessians come from central differences of autograd gradients (float64).
+2. **magnitudes**: along each direction v, the t > 0 that maximises the non-uniform Fourier
+   transform |F(t v)|, F(k) = mean_j r(x_j) exp(-i k.x_j) (mean of r removed), on a grid in t.
+3. **refinement**: gradient ascent of |F(k)| over all candidates at once (k free in R^d, so a
+   direction off by a few degrees is corrected), then candidates equal up to sign merged, and
+   only those whose |F| clearly stands above the sampling noise rms(r) / sqrt(n) kept;
+4. **matching pursuit**: the waves found are fitted (least squares) and removed from r and from
+   the Hessians, and steps 1-3 run again on what is left.
+
+Where it fails (docs/method.md section 6): more than d significant directions that no
+matching-pursuit round separates (e.g. the 16 diagonals of a product of sines in 5D) leave step
+1 without the right directions; an oscillation that is not a plane wave (compactly supported,
+or with a varying amplitude) has no sharp peak.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Waves:
+    """Wave vectors found, strongest first: ``k`` [M, d] (sign arbitrary), ``power`` [M] = |F(k)|,
+    and ``noise``: the sampling noise level rms(r) / sqrt(n) the powers are compared with."""
+
+    k: torch.Tensor
+    power: torch.Tensor
+    noise: float
+
+    def __len__(self) -> int:
+        return self.k.shape[0]
+
+
+def fourier_power(r: torch.Tensor, x: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """|F(k)| = |mean_j r_j exp(-i k.x_j)| for each row k of K [M, d]; r [n], x [n, d]."""
+    phase = x @ K.T
+    return torch.hypot((r[:, None] * torch.cos(phase)).mean(0), (r[:, None] * torch.sin(phase)).mean(0))
+
+
+def hessians(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, h: float) -> torch.Tensor:
+    """Hess fn at each row of x [m, d] by central differences of autograd gradients: [m, d, d]."""
+    m, d = x.shape
+    step = h * torch.eye(d, dtype=x.dtype, device=x.device)
+    xp = torch.cat([x[:, None, :] + step, x[:, None, :] - step], dim=1).reshape(-1, d).requires_grad_(True)
+    (g,) = torch.autograd.grad(fn(xp).sum(), xp)
+    g = g.reshape(m, 2, d, d)
+    H = (g[:, 0] - g[:, 1]) / (2 * h)          # H[:, i, :] = d grad / dx_i
+    return 0.5 * (H + H.transpose(1, 2))
+
+
+def jennrich_directions(H: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Unit directions [d, d] (rows) from Jennrich's simultaneous diagonalisation of the
+    matrices H [m, d, d]: eigenvectors of M1 pinv(M2) for two random combinations."""
+    w = torch.randn(2, H.shape[0], dtype=H.dtype, generator=generator)
+    M1, M2 = torch.einsum("m,mij->ij", w[0], H), torch.einsum("m,mij->ij", w[1], H)
+    _, V = torch.linalg.eig(M1 @ torch.linalg.pinv(M2))
+    V = V.real.T
+    return V / V.norm(dim=1, keepdim=True).clamp_min(1e-300)
+
+
+def best_magnitudes(r: torch.Tensor, x: torch.Tensor, V: torch.Tensor, k_max: float,
+                    chunk: int = 64) -> torch.Tensor:
+    """For each unit direction v (rows of V), the t in (0, k_max] maximising |F(t v)|, on a
+    grid four times finer than the peak width 2 pi / (spread of v.x)."""
+    p = x @ V.T                                                   # [n, M]
+    span = (p.max(0).values - p.min(0).values).clamp_min(1e-12)
+    out = torch.empty(V.shape[0], dtype=x.dtype)
+    for j in range(V.shape[0]):
+        dt = 0.5 * math.pi / float(span[j])
+        t = torch.arange(dt, k_max + dt, dt, dtype=x.dtype)
+        best = torch.zeros(0, dtype=x.dtype)
+        for tc in torch.split(t, chunk):
+            ph = p[:, j, None] * tc
+            best = torch.cat([best, torch.hypot((r[:, None] * torch.cos(ph)).mean(0),
+                                                (r[:, None] * torch.sin(ph)).mean(0))])
+        out[j] = t[best.argmax()]
+    return out
+
+
+def refine(r: torch.Tensor, x: torch.Tensor, K: torch.Tensor, steps: int, lr: float,
+           decay: float = 1.0) -> torch.Tensor:
+    """Gradient ascent (Adam) of sum_m |F(k_m)| over the rows of K (each row independently),
+    the learning rate falling geometrically from ``lr`` to ``lr / decay``."""
+    K = K.clone().requires_grad_(True)
+    opt = torch.optim.Adam([K], lr=lr)
+    for i in range(steps):
+        opt.param_groups[0]["lr"] = lr * decay ** (-i / max(steps - 1, 1))
+        opt.zero_grad()
+        (-fourier_power(r, x, K).sum()).backward()
+        opt.step()
+    return K.detach()
+
+
+def merge(K: torch.Tensor, power: torch.Tensor, radius: float) -> torch.Tensor:
+    """Indices of K's rows, strongest first, dropping any row within ``radius`` of a stronger one
+    up to sign (k and -k are the same real wave)."""
+    keep: list[int] = []
+    for i in power.argsort(descending=True).tolist():
+        if all(min(float((K[i] - K[j]).norm()), float((K[i] + K[j]).norm())) > radius for j in keep):
+            keep.append(i)
+    return torch.tensor(keep, dtype=torch.long)
+
+
+def wave_basis(x: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """[cos(K x), sin(K x)]: the plane waves with wave vectors K [M, d] at x [n, d], [n, 2M]."""
+    phase = x @ K.T
+    return torch.cat([torch.cos(phase), torch.sin(phase)], dim=1)
+
+
+def fit_amplitudes(r: torch.Tensor, x: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Least-squares amplitudes c [2M] of r ~ wave_basis(x, K) c (a small ridge keeps nearly
+    equal wave vectors solvable)."""
+    B = wave_basis(x, K)
+    A = B.T @ B
+    A.diagonal().add_(1e-8 * float(A.diagonal().mean().detach()) + 1e-300)
+    return torch.linalg.solve(A, B.T @ r)
+
+
+def fit_waves(r: torch.Tensor, x: torch.Tensor, K: torch.Tensor, iterations: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nonlinear least squares r ~ wave_basis(x, K) c over the wave vectors K [M, d] (starting
+    from the given ones) and the amplitudes c (variable projection: c is the linear
+    least-squares solution for each K), by L-BFGS. Every wave at once, so no wave's side lobes
+    bias another's peak. Returns (K, c) with c [M, 2] (cos, sin)."""
+    K = K.detach().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([K], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
+                            tolerance_grad=0.0, tolerance_change=0.0)
+
+    def misfit():
+        opt.zero_grad()
+        loss = (r - wave_basis(x, K) @ fit_amplitudes(r, x, K)).square().mean()
+        loss.backward()
+        return loss
+
+    opt.step(misfit)
+    K = K.detach()
+    c = fit_amplitudes(r, x, K)
+    return K, torch.stack([c[:K.shape[0]], c[K.shape[0]:]], dim=1)
+
+
+def wave_hessians(x: torch.Tensor, K: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Hessians [m, d, d] at x [m, d] of the plane-wave sum wave_basis(x, K) c."""
+    M = K.shape[0]
+    B = wave_basis(x, K)
+    coef = -(B[:, :M] * c[:M] + B[:, M:] * c[M:])                 # [m, M]
+    return torch.einsum("nm,mi,mj->nij", coef, K, K)
+
+
+def find_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor,
+               generator: torch.Generator, n_points: int = 4000, n_refine: int = 16000, n_hessian: int = 200,
+               draws: int = 4, rounds: int = 4, k_max: float = 200.0, max_waves: int = 32,
+               noise_factor: float = 6.0, rel_threshold: float = 0.05, refine_steps: int = 150) -> Waves:
+    """The plane waves of ``fn`` (a function of x [n, d] -> [n], differentiable in x) on the box
+    [lo, hi]: wave vectors with |k| <= about ``k_max``, strongest first, at most ``max_waves``,
+    each with |F(k)| above ``noise_factor`` times the sampling noise and above
+    ``rel_threshold`` times the strongest found in the same round.
+
+    In ``rounds`` rounds of matching pursuit: candidates from the axes and ``draws`` Jennrich
+    diagonalisations, magnitudes and refinement on ``n_points`` points; the waves
+    found so far are fitted (least squares) and removed from r and from the Hessians before the
+    next round, so that directions hidden by stronger or linearly dependent ones surface. A last
+    refinement of all waves found on ``n_refine`` points sets their precision. Deterministic for a generator state."""
+    lo, hi = lo.double(), hi.double()
+    d = lo.numel()
+    box = lambda n: lo + (hi - lo) * torch.rand(n, d, dtype=torch.float64, generator=generator)  # noqa: E731
+    x = box(n_refine)
+    with torch.no_grad():
+        r = fn(x).double()
+    r = r - r.mean()
+    noise = float(r.norm()) / math.sqrt(n_refine * n_points)  # rms(r) / sqrt(n_points)
+    size = float((hi - lo).max())
+    xh = box(n_hessian) if d > 1 else None
+    H = hessians(fn, xh, 1e-3 * size) if d > 1 else None
+    K = torch.zeros(0, d, dtype=torch.float64)
+    for _ in range(rounds):
+        c = fit_amplitudes(r, x, K)
+        rest = r - wave_basis(x, K) @ c
+        directions = [torch.eye(d, dtype=torch.float64)]
+        if d > 1:
+            Hr = H - wave_hessians(xh, K, c)
+            directions += [jennrich_directions(Hr, generator) for _ in range(draws)]
+        V = torch.cat(directions)
+        xs, rs = x[:n_points], rest[:n_points]
+        C = refine(rs, xs, V * best_magnitudes(rs, xs, V, k_max)[:, None], refine_steps, lr=0.05 * math.pi / size)
+        power = fourier_power(rs, xs, C)
+        keep = merge(C, power, radius=math.pi / size)
+        C, power = C[keep], power[keep]
+        new = (power > noise_factor * noise) & (power > rel_threshold * power.max())
+        new &= torch.tensor([_far(k, K, math.pi / size) for k in C], dtype=torch.bool)
+        if not bool(new.any()) or K.shape[0] >= max_waves:
+            break
+        K = torch.cat([K, C[new]])[:max_waves]
+    K = refine(r, x, K, refine_steps, lr=0.02 * math.pi / size)  # all points: the final precision
+    power = fourier_power(r, x, K)
+    order = merge(K, power, radius=math.pi / size)  # two candidates may have climbed the same peak
+    return Waves(K[order], power[order], noise)
+
+
+def _far(k: torch.Tensor, K: torch.Tensor, radius: float) -> bool:
+    """k is farther than ``radius`` from every row of K, up to sign."""
+    return K.shape[0] == 0 or bool(torch.minimum((K - k).norm(dim=1), (K + k).norm(dim=1)).min() > radius)
