@@ -33,13 +33,14 @@ import yaml
 
 from .errors import ConfigError, ExpressionError, MscaleError, short_repr
 from .expr import check_params, parse_expression
-from .nn import MLP, MscaleDNN, count_parameters
+from .nn import MLP, AdaptiveMscaleDNN, MscaleDNN, count_parameters
 from .derivatives import value_and_grad
 from .problem import PoissonProblem, check_finite
 from .sampling import Sampler, test_points
-from .validate import Length, Range, Seed, join_path, build_dataclass, check_keys, check_kwargs, check_value
+from .validate import (Length, Range, Seed, join_path, build_dataclass, check_keys, check_kwargs, check_value,
+                       parameters_of)
 
-MODELS = {"mscale": MscaleDNN, "mlp": MLP}
+MODELS = {"mscale": MscaleDNN, "adaptive": AdaptiveMscaleDNN, "mlp": MLP}
 # ranges of the networks' integer arguments (the constructors take plain ints)
 MODEL_RANGES = {"out_dim": Range(1, 10**6), "width": Range(1, 10**6), "depth": Range(1, 10**4),
                 "hidden_width": Range(1, 10**6), "fourier_features": Range(0, 10**6),
@@ -103,7 +104,7 @@ class TrainConfig:
 class ModelConfig:
     """The ``model:`` section: a registry ``kind`` and the constructor's keyword arguments."""
 
-    kind: Literal["mscale", "mlp"] = "mscale"
+    kind: Literal["mscale", "adaptive", "mlp"] = "mscale"
     options: dict = field(default_factory=dict)
 
     def build(self, in_dim: int):
@@ -268,7 +269,7 @@ def build_run_config(data: dict) -> RunConfig:
     """A validated RunConfig from a mapping with ``model`` and ``train`` sections."""
     data = check_keys(data, ["model", "train"], "")
     model = dict(check_keys(data.get("model") or {}, ["kind", *_all_model_keys()], "model"))
-    kind = check_value(model.pop("kind", "mscale"), Literal["mscale", "mlp"], "model.kind")
+    kind = check_value(model.pop("kind", "mscale"), Literal["mscale", "adaptive", "mlp"], "model.kind")
     options = check_kwargs(MODELS[kind], model, "model", skip=("in_dim",))
     for key, bounds in MODEL_RANGES.items():
         value = options.get(key)
@@ -310,7 +311,7 @@ def _check_phases(train: TrainConfig) -> None:
 
 
 def _all_model_keys() -> list[str]:
-    return sorted({n for cls in MODELS.values() for n in inspect.signature(cls).parameters} - {"self", "in_dim"})
+    return sorted({n for cls in MODELS.values() for n in parameters_of(cls)} - {"self", "in_dim"})
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] = (), seed: int | None = None) -> RunConfig:

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from .nn.activations import S2ReLU, Phi, Sin, SReLU
+from .nn.adaptive import AdaptiveMscaleDNN, PlaneWaves
 from .nn.layers import DenseStack, FourierFeatures
 from .nn.mlp import MLP
 from .nn.mscale import MscaleDNN
@@ -145,7 +146,7 @@ def activation_derivatives(act: nn.Module, z: torch.Tensor):
     return _Derivatives.apply(z, act)
 
 
-_KNOWN = (MLP, MscaleDNN, DenseStack, nn.Linear, FourierFeatures, nn.Identity, nn.ModuleList,
+_KNOWN = (MLP, MscaleDNN, DenseStack, nn.Linear, FourierFeatures, PlaneWaves, nn.Identity, nn.ModuleList,
           nn.ParameterList)
 
 
@@ -326,6 +327,20 @@ def _hidden(model: nn.Module, x: torch.Tensor, need_grad: bool, P: torch.Tensor 
     raise NotImplementedError(type(model).__name__)
 
 
+def _waves(waves: PlaneWaves, x: torch.Tensor, need_grad: bool, P: torch.Tensor | None) -> Jet:
+    """The jet of sum_s c_s cos(k_s.x) + s_s sin(k_s.x) (one output): grad = sum_s a_s(x) k_s with
+    a_s = s_s cos - c_s sin, Laplacian = -sum_s |k_s|^2 (c_s cos + s_s sin); with directions P,
+    sum_p (p.k_s)^2 in place of |k_s|^2."""
+    K, c = waves.wave_vectors(), waves.coefficients()             # [S, d], [S, 2]
+    z = x @ K.T
+    cos, sin = torch.cos(z), torch.sin(z)
+    value = cos * c[:, 0] + sin * c[:, 1]                         # [N, S]
+    J = (sin * -c[:, 0] + cos * c[:, 1]) @ K if need_grad else None
+    q = (K * K).sum(-1) if P is None else (P @ K.T).square().sum(-2)  # [S] or [N, S]
+    return Jet(value.sum(-1, keepdim=True), None if J is None else J.unsqueeze(-1),
+               -(value * q).sum(-1, keepdim=True))
+
+
 def forward_laplacian(model: nn.Module, x: torch.Tensor, need_grad: bool = True,
                       directions: torch.Tensor | None = None, fused: bool = True):
     """u [N], grad u [N, d] and Laplace u [N] of a scalar network in one forward pass.
@@ -346,5 +361,8 @@ def forward_laplacian(model: nn.Module, x: torch.Tensor, need_grad: bool = True,
         out = Jet(out.v.sum(0) + b, None if out.J is None else out.J.sum(0), out.L.sum(0))
     if out.v.shape[-1] != 1:
         raise ValueError("forward_laplacian needs a scalar network (out_dim = 1)")
+    if isinstance(model, AdaptiveMscaleDNN):
+        w = _waves(model.waves, x, need_grad, P)
+        out = Jet(out.v + w.v, None if out.J is None else out.J + w.J, out.L + w.L)
     c, s = model.output_shift, model.output_scale  # u = c + s * y
     return c + s * out.v[..., 0], (s * out.J[..., 0] if need_grad else None), s * out.L[..., 0]

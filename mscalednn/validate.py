@@ -209,11 +209,25 @@ def build_dataclass(cls: type, data: Any, path: str = "") -> Any:
     return cls(**{k: check_value(v, hints[k], join_path(path, k)) for k, v in data.items()})
 
 
+def parameters_of(func: Callable) -> dict[str, inspect.Parameter]:
+    """The named parameters of ``func``; for a class whose constructor passes ``**kwargs`` on,
+    its base class's parameters too (a subclass that adds options to its base's)."""
+    params = dict(inspect.signature(func).parameters)
+    variadic = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    if not (inspect.isclass(func) and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())):
+        return params
+    base = next(c for c in func.__mro__[1:] if "__init__" in vars(c))
+    own = {n: p for n, p in params.items() if p.kind not in variadic}
+    return {**{n: p for n, p in parameters_of(base).items() if p.kind not in variadic}, **own}
+
+
 def check_kwargs(func: Callable, data: Any, path: str = "", skip: Sequence[str] = ()) -> dict:
     """Keyword arguments for ``func`` from a mapping, checked against its signature's hints."""
-    params = {name: p for name, p in inspect.signature(func).parameters.items()
-              if name not in skip and name != "self"}
-    hints = typing.get_type_hints(func.__init__ if inspect.isclass(func) else func, include_extras=True)
+    params = {name: p for name, p in parameters_of(func).items() if name not in skip and name != "self"}
+    hints = {}
+    for f in ([c.__init__ for c in reversed(func.__mro__) if "__init__" in vars(c)] if inspect.isclass(func)
+              else [func]):
+        hints.update(typing.get_type_hints(f, include_extras=True))
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
     data = check_keys({} if data is None else data, list(params), path, required)
     return {k: check_value(v, hints.get(k, Any), join_path(path, k)) for k, v in data.items()}

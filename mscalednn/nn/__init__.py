@@ -1,11 +1,12 @@
 """Network modules: plain ``torch.nn.Module``s usable in any training loop."""
 
 from .activations import ACTIVATIONS, S2ReLU, Phi, Sin, SReLU, get_activation
+from .adaptive import AdaptiveMscaleDNN, PlaneWaves
 from .layers import DenseStack, FourierFeatures
 from .mlp import MLP
 from .mscale import MscaleDNN, make_scales
 
-__all__ = ["ACTIVATIONS", "DenseStack", "FourierFeatures", "MLP", "MscaleDNN", "Phi", "S2ReLU",
+__all__ = ["ACTIVATIONS", "AdaptiveMscaleDNN", "DenseStack", "FourierFeatures", "MLP", "MscaleDNN", "Phi", "PlaneWaves", "S2ReLU",
            "SReLU", "Sin", "get_activation", "make_scales", "count_parameters"]
 
 

@@ -134,15 +134,19 @@ class MscaleDNN(ScaledOutput):
             return 0.5 * torch.cat([torch.cos(z), torch.sin(z)], dim=-1)
         return self.first_activation(z)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's output before the output scaling, [batch, out_dim]."""
         if self.variant == "first_layer":
             Wx = x @ self.first.weight.T
             b = self.first.bias * self.K if self.scale_bias else self.first.bias
-            return self.scale_output(self.stack(self._first(self.K * Wx + b)))
+            return self.stack(self._first(self.K * Wx + b))
         # subnets: h has shape [N, batch, width]
         Wx = torch.matmul(x, self.W0.transpose(1, 2))  # [N, batch, width], contiguous
         h = self._first(self.K * Wx + (self.K * self.b0 if self.scale_bias else self.b0))
         for W, b in zip(self.Ws, self.bs):
             z = self.activation(torch.baddbmm(b, h, W))
             h = h + z if self.residual and z.shape == h.shape else z
-        return self.scale_output(torch.bmm(h, self.W_out).sum(dim=0) + self.b_out)
+        return torch.bmm(h, self.W_out).sum(dim=0) + self.b_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale_output(self.raw(x))
