@@ -56,6 +56,7 @@ def capture(state, sampler) -> dict:
             "state_dict": _cpu_copy(state.model.state_dict()),
             "optimizer": _cpu_copy(state.optimizer.state_dict()), "phase": state.phase,
             "phases": [dict(p) for p in state.phases],
+            "adaptations": [dict(a) for a in state.adaptations],
             "batch": _cpu_copy(state.batch),
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(),
                     "python": random.getstate(), "sampler": sampler.state_dict(),
@@ -71,6 +72,7 @@ def restore(ckpt: dict, state, sampler, make_phase=None) -> None:
         state.phase, state.optimizer = ckpt["phase"], make_phase(ckpt["phase"])
     state.optimizer.load_state_dict(_cpu_copy(ckpt["optimizer"]))
     state.phases = [dict(p) for p in ckpt["phases"]]
+    state.adaptations = [dict(a) for a in ckpt.get("adaptations", [])]
     state.step, state.train_time, state.lr_scale = ckpt["step"], ckpt["train_time"], ckpt["lr_scale"]
     state.history = [dict(row) for row in ckpt["history"]]
     state.rollbacks = [dict(r) for r in ckpt["rollbacks"]]

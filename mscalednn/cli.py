@@ -54,9 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="training budget per run: seconds (300s, 5min) or steps (2000); default: the config's")
     c.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override a config value for every model, e.g. --set train.steps=100 (repeatable)")
-    c.add_argument("--directions", choices=["axes", "principal"], default="axes",
-                   help="projection method directions: coordinate axes (default) or the principal "
-                        "direction of grad u*")
+    c.add_argument("--directions", choices=["axes", "principal", "found"], default="axes",
+                   help="projection method directions: coordinate axes (default), the principal "
+                        "direction of grad u*, or the directions of the strongest plane waves the "
+                        "adaptive MscaleDNN's estimator finds in the source term")
     c.add_argument("--out", metavar="DIR", default=None, help="directory to create (default: runs/compare-NAME-TIME)")
     c.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     f = sub.add_parser("fprinciple", help="reproduce an F-Principle experiment",
@@ -179,10 +180,16 @@ def _solve(args, held: contextlib.ExitStack) -> int:
     save_checkpoint(out / "model.pt", result.model, run.model, problem.dim, {"step": m["steps"]})
     plot_history(result.history, out / "loss_error.png", m["absolute_errors"])
     plot_solution(problem, result.model, out / "solution.png")
+    if m["adaptations"]:  # the adaptive MscaleDNN: its waves against the exact solution's
+        from .adapt import wave_report
+        from .plots import plot_waves
+        rows = wave_report(result.model, problem, m["adaptations"])
+        write_json(out / "waves.json", rows)
+        plot_waves(rows, out / "waves.png")
     print(f"done: {_errors_line(m)} "
           f"after {m['steps']} steps in {m['wall_time_s']:.1f} s ({m['steps_per_s']:.1f} steps/s, "
           f"{params} parameters)\noutputs: {out}/ (metrics.json, history.csv, model.pt, checkpoint.pt, *.png, "
-          "config.yaml)")
+          f"config.yaml{', waves.json' if m['adaptations'] else ''})")
     return 0
 
 

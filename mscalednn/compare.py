@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .adapt import wave_report
 from .config import RunConfig, apply_overrides, build_run_config, read_yaml
 from .errors import ConfigError
 from .frequency import FrequencyMonitor
@@ -92,6 +93,8 @@ def run_contender(problem: PoissonProblem, contender: Contender, seed: int, out:
     monitor.finish(result.model, result.metrics["steps"], result.metrics["train_time_s"])
     record = {"model": contender.name, "seed": seed, "params": count_parameters(model),
               **result.metrics, "frequency": monitor.to_dict()}
+    if result.metrics["adaptations"]:  # the adaptive MscaleDNN: its waves against the exact solution's
+        record["waves"] = wave_report(result.model, problem, result.metrics["adaptations"])
     out.mkdir(parents=True, exist_ok=False)
     save_checkpoint(out / "model.pt", result.model, contender.run.model, problem.dim, {"step": result.metrics["steps"]})
     write_history(out / "history.csv", result.history)
@@ -217,6 +220,24 @@ def report_markdown(problem: PoissonProblem, entries: list[dict], sentence: str,
     return "\n".join(lines)
 
 
+def waves_markdown(records: list[dict], limit: int = 12) -> str:
+    """The waves each adaptive run placed (:func:`mscalednn.adapt.wave_report`), at most
+    ``limit`` per run (the largest in u*): where they were placed, how far from the exact
+    solution's wave vector before and after training, and the amplitudes."""
+    lines = []
+    for r in records:
+        if not r.get("waves"):
+            continue
+        lines += ["", f"## Waves placed by {r['model']}, seed {r['seed']} ({len(r['waves'])} in all)", "",
+                  "| step | \\|k_exact\\| | error as placed | error trained | amplitude of u* | amplitude of the unit |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {w['step']} | {w['norm_k_exact']:.2f} | {w['error_placed']:.1e} | {w['error_trained']:.1e} | "
+                  f"{w['amplitude_exact']:.2e} | {w['amplitude_network']:.2e} |" for w in r["waves"][:limit]]
+        lines += ["", "Error: |k - k_exact| / |k_exact|, k_exact from the plane-wave least-squares fit of u* minus "
+                  "the rest of the network, started at the units' trained wave vectors."]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 def compare(problem: PoissonProblem, contenders: list[Contender], seeds: list[int], out: Path,
             budget: str, notes: list[str] = (), directions: str = "axes", log=print) -> dict:
     """Run every contender with every seed, then write summary.json, summary.md and the plots
@@ -235,7 +256,7 @@ def compare(problem: PoissonProblem, contenders: list[Contender], seeds: list[in
 def write_report(problem: PoissonProblem, contenders: list[Contender], records: list[dict], out: Path,
                  budget: str, notes: list[str] = ()) -> dict:
     """summary.json, summary.md and the plots from the runs' records (``runs/*/run.json``)."""
-    from .plots import plot_compare_errors, plot_filter_curves, plot_frequency_heatmaps
+    from .plots import plot_compare_errors, plot_filter_curves, plot_frequency_heatmaps, plot_waves
 
     primary = primary_measurement(problem)
     entries = summarize(contenders, records, primary)
@@ -248,12 +269,17 @@ def write_report(problem: PoissonProblem, contenders: list[Contender], records: 
                  else plot_frequency_heatmaps(records, name, target))
         if drawn:
             figures.append(target.name)
+    adaptive = [r for r in records if r.get("waves")]
+    if adaptive:
+        plot_waves(adaptive[0]["waves"], out / "waves.png")
+        figures.append("waves.png")
     summary = {"problem": problem.name, "dim": problem.dim, "budget": budget,
                "seeds": sorted({r["seed"] for r in records}),
                "primary_measurement": primary, "verdict": sentence, "notes": list(notes), "models": entries,
                "figures": figures}
     write_json(out / "summary.json", summary)
-    write_atomic(out / "summary.md", report_markdown(problem, entries, sentence, budget, list(notes), figures))
+    write_atomic(out / "summary.md", report_markdown(problem, entries, sentence, budget, list(notes), figures)
+                 + waves_markdown(records))
     return summary
 
 

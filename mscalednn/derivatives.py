@@ -58,8 +58,9 @@ def value_and_grad(fn: Field, x: torch.Tensor, create_graph: bool = True):
 
 @torch.enable_grad()
 def value_grad_laplacian(fn: Field, x: torch.Tensor, create_graph: bool = True):
-    """u(x) [N], grad u(x) [N, d] and Laplace u(x) = sum_i d^2u/dx_i^2 [N], by nested autograd."""
-    x = x.detach().requires_grad_(True)
+    """u(x) [N], grad u(x) [N, d] and Laplace u(x) = sum_i d^2u/dx_i^2 [N], by nested autograd
+    (differentiable in x too when x requires grad and ``create_graph``)."""
+    x = x if x.requires_grad else x.detach().requires_grad_(True)
     u = _scalar(fn, x)
     g = _grad(u, x, create_graph=True)
     lap = torch.zeros_like(u)

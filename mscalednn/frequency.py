@@ -37,6 +37,7 @@ from .metrics import predict, relative_errors
 from .problem import PoissonProblem
 from .sampling import MONITOR, stream
 from .spectral import by_height, delta_f, filter_errors, gaussian_weights, nudft, peaks, peaks_nd, principal_direction
+from .wavefinder import find_waves
 
 MEAN_ROW_SHARE = 0.1  # the mean gets a row when |mean u*| > this times the rms of u* - mean
 
@@ -181,16 +182,27 @@ def filter_delta(x: np.ndarray, freqs: list[float]) -> float:
     return max(delta, float(np.median(nearest ** 2)))
 
 
-def directions_for(problem: PoissonProblem, kind: str, x: np.ndarray, max_axes: int = 10):
+def directions_for(problem: PoissonProblem, kind: str, x: np.ndarray, max_axes: int = 10, seed: int = 2024):
     """``axes``: the first ``max_axes`` coordinate axes. ``principal``: the first principal
     component of grad u* on the sample (the direction along which the slope of u* varies most;
-    uniform points in a box have no preferred direction of their own)."""
+    uniform points in a box have no preferred direction of their own). ``found``: the unit
+    directions of the (at most ``max_axes``) strongest plane waves that the adaptive
+    MscaleDNN's estimator (:func:`mscalednn.wavefinder.find_waves`) finds in the source term f,
+    i.e. in the residual of the zero network: the directions of its first adaptation, found
+    from the problem's data alone, labelled w1, w2, ... (none found: the axes)."""
     if kind == "axes":
         return [(f"x{i + 1}", np.eye(problem.dim)[i]) for i in range(min(problem.dim, max_axes))]
     if kind == "principal":
         grad = problem.grad_u(torch.as_tensor(x[:4096], dtype=torch.float64)).numpy()
         return [("p", principal_direction(grad))]
-    raise ValueError(f"directions must be 'axes' or 'principal', got {kind!r}")
+    if kind == "found":
+        waves = find_waves(problem.f, torch.tensor(problem.lo), torch.tensor(problem.hi),
+                           torch.Generator().manual_seed(seed), max_waves=max_axes)
+        if len(waves) == 0:
+            return directions_for(problem, "axes", x, max_axes)
+        k = waves.k.numpy()
+        return [(f"w{i + 1}", v / np.linalg.norm(v)) for i, v in enumerate(k)]
+    raise ValueError(f"directions must be 'axes', 'principal' or 'found', got {kind!r}")
 
 
 class FrequencyMonitor:
@@ -199,7 +211,7 @@ class FrequencyMonitor:
 
     Args:
         problem: the problem (u* is needed).
-        directions: ``axes`` or ``principal`` (see :func:`directions_for`).
+        directions: ``axes``, ``principal`` or ``found`` (see :func:`directions_for`).
         n_sample: random points for the projection and the relative L2 curve.
         n_filter: the first n_filter of them for the Gaussian filter.
         max_columns: snapshots kept (between this and twice this).

@@ -74,6 +74,30 @@ def plot_solution(problem: PoissonProblem, model: torch.nn.Module, path: Path, n
     save_figure(fig, path, dpi=110)
 
 
+def plot_waves(rows: list[dict], path: Path) -> None:
+    """The adaptive MscaleDNN's placed waves (:func:`mscalednn.adapt.wave_report`): the relative
+    distance of each wave vector to the exact solution's, as placed and after training, and the
+    amplitude the network holds against the exact one."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    i = np.arange(len(rows))
+    ax1.semilogy(i, [r["error_placed"] + 1e-16 for r in rows], "o", label="as placed (estimate)")
+    ax1.semilogy(i, [r["error_trained"] + 1e-16 for r in rows], "x", label="after training")
+    ax1.set(xlabel="placed wave (by exact amplitude, largest first)", ylabel="|k - k_exact| / |k_exact|",
+            title="wave vectors found against the exact solution's")
+    a = np.array([[r["amplitude_exact"], r["amplitude_network"]] for r in rows]).reshape(-1, 2) + 1e-16
+    ax2.loglog(a[:, 0], a[:, 1], "o")
+    if len(rows):
+        lim = [a.min() / 2, a.max() * 2]
+        ax2.plot(lim, lim, "k:", lw=1, label="equal")
+        ax2.legend()
+    ax2.set(xlabel="amplitude of u* at k_exact", ylabel="amplitude of the unit", title="amplitudes")
+    for ax in (ax1, ax2):
+        ax.grid(True, which="both", alpha=0.3)
+    ax1.legend()
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+
+
 def _by_model(records: list[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for r in records:

@@ -84,6 +84,8 @@ class PoissonProblem:
         """Source f = -Laplace u*(x) [N], exact."""
         if isinstance(self.exact, Expression):
             return -self.exact.value_grad_laplacian(x)[2]
+        if x.requires_grad:  # differentiable in x, e.g. for the Hessian of the residual (wavefinder.py)
+            return -value_grad_laplacian(self.exact, x)[2]
         return -value_grad_laplacian(self.exact, x, create_graph=False)[2].detach()
 
 

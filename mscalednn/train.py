@@ -8,6 +8,8 @@
         every log_every steps: log the loss terms (of the parameters before the step)
         every eval_every steps: the errors on the fixed test set and the loss, both at the new
             parameters, log
+        adaptive MscaleDNN at a budget fraction in model.adapt_at: find the unresolved waves in
+            the residual, give them units (adapt.py); its time counts against the budget
         call the hooks (every step; they see whether errors were just evaluated)
         a NaN/Inf in the loss or parameters: roll back to the last checkpoint, lower lr, retry
         every c steps, at the end and when asked to stop: checkpoint (checkpoint.py)
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import adapt
 from . import checkpoint as ckpt
 from . import losses
 from .config import TrainConfig
@@ -150,7 +153,8 @@ class TrainState:
     appended to ``history``), and what a checkpoint holds (``lr_scale``: the learning rate's
     factor after divergence retries; ``batch``: the current collocation points and f, g there;
     ``phase``: the index of the optimizer phase, ``optimizer`` its update rule,
-    :mod:`mscalednn.optimizers`; ``phases``: the steps at which each phase ran)."""
+    :mod:`mscalednn.optimizers`; ``phases``: the steps at which each phase ran; ``adaptations``: what each adaptation of an
+    adaptive MscaleDNN found and placed, :class:`mscalednn.adapt.Adaptation`)."""
 
     step: int
     model: torch.nn.Module
@@ -163,6 +167,7 @@ class TrainState:
     batch: tuple[torch.Tensor, ...] | None = None
     phase: int = 0
     phases: list[dict] = field(default_factory=list)
+    adaptations: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -289,6 +294,10 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
                        f"{len(events)} of {config.max_retries})", file=sys.stderr)
             continue
         state.step, state.train_time = step, state.train_time + time.perf_counter() - t0
+        if adapt.due(model, budget_fraction(config.steps, config.time_limit, step, state.train_time)):
+            t1 = time.perf_counter()
+            state.adaptations.append(adapt.adapt(model, problem, state.batch, beta, step, config.seed).to_dict())
+            state.train_time += time.perf_counter() - t1  # the estimation is part of the training time
         done = step == config.steps or (config.time_limit is not None and state.train_time >= config.time_limit)
         # every row holds numbers measured at the parameters after ``step`` updates: this step's
         # loss was taken before its update, so it is the row of step - 1
@@ -325,6 +334,6 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
                "dtype": config.dtype, "lr_scale": state.lr_scale, "rollbacks": state.rollbacks,
                "optimizer": [{**p, "to_step": (state.phases[i + 1]["from_step"] - 1 if i + 1 < len(state.phases)
                                                else state.step)} for i, p in enumerate(state.phases)],
-               "absolute_errors": test.absolute,
+               "absolute_errors": test.absolute, "adaptations": state.adaptations,
                "output_scaling": {k: float(getattr(model, f"output_{k}", v)) for k, v in (("shift", 0.0), ("scale", 1.0))}}
     return SolveResult(model, state.history, metrics)

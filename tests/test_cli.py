@@ -87,7 +87,7 @@ def test_out_must_be_new(tmp_path):
 def test_shipped_configs_have_comparable_parameter_counts(d):
     from mscalednn import count_parameters, load_run_config
     counts = [count_parameters(load_run_config(ROOT / f"configs/{name}.yaml").model.build(d))
-              for name in ("mscale", "vanilla")]
+              for name in ("mscale", "vanilla", "adaptive")]
     assert abs(counts[0] - counts[1]) <= 0.1 * max(counts), counts
 
 

@@ -1,0 +1,146 @@
+"""The adaptive MscaleDNN's training step: find the unresolved waves in the residual, place units.
+
+At each budget fraction in ``model.adapt_at`` the training loop calls :func:`adapt`:
+
+1. the residual r = -Laplace u_theta - f of the current network (a float64 copy; for the
+   Ritz loss the same strong residual) is handed to :func:`mscalednn.wavefinder.find_waves`,
+   which returns wave vectors k (direction and magnitude) where r has power;
+2. waves already held by a unit (within the peak width, up to sign) are dropped; the rest,
+   strongest first, up to ``max_new_waves`` and the free slots, get units;
+3. their amplitudes are the least-squares minimiser of the current batch's loss (residual
+   form: interior rows |k|^2 [cos, sin], boundary rows sqrt(beta) [cos, sin]) in the new
+   amplitudes alone: the loss can only go down at placement.
+
+Every adaptation uses its own generator, seeded from the run seed and the adaptation's index,
+and the count of adaptations done is a buffer of the model: a resumed run repeats nothing and
+skips nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .forward_laplacian import forward_laplacian
+from .nn.adaptive import AdaptiveMscaleDNN
+from .problem import PoissonProblem
+from .wavefinder import Waves, find_waves, fit_waves, wave_basis
+
+
+@dataclass
+class Adaptation:
+    """What one adaptation did: at ``step``, ``found`` waves (vectors and powers), ``placed``
+    the wave vectors that got units, in the slots ``slots``, in ``seconds``."""
+
+    step: int
+    found: Waves
+    placed: torch.Tensor
+    slots: list[int]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "seconds": self.seconds, "found": self.found.k.tolist(),
+                "power": self.found.power.tolist(), "noise": self.found.noise, "placed": self.placed.tolist(),
+                "placed_slots": self.slots}
+
+
+def due(model: torch.nn.Module, t: float) -> bool:
+    """Whether an adaptation is due at budget fraction t."""
+    return isinstance(model, AdaptiveMscaleDNN) and int(model.adaptations) < len(model.adapt_at) \
+        and t >= model.adapt_at[int(model.adaptations)]
+
+
+def residual_function(model: torch.nn.Module, problem: PoissonProblem):
+    """x -> -Laplace u_theta(x) - f(x) for a float64 copy of ``model`` (differentiable in x)."""
+    net = copy.deepcopy(model).to("cpu", torch.float64)  # the estimator works on the CPU
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return lambda x: -forward_laplacian(net, x, need_grad=False)[2] - problem.f(x)
+
+
+def _known(K: torch.Tensor, model: AdaptiveMscaleDNN, radius: float) -> torch.Tensor:
+    """Mask of the rows of K within ``radius`` (up to sign) of a wave vector the model holds."""
+    held = model.waves.k.detach().cpu().double()[model.waves.active.cpu()]
+    if held.shape[0] == 0 or K.shape[0] == 0:
+        return torch.zeros(K.shape[0], dtype=torch.bool)
+    dist = torch.minimum(torch.cdist(K, held), torch.cdist(K, -held))
+    return dist.min(dim=1).values <= radius
+
+
+def least_squares_amplitudes(model: AdaptiveMscaleDNN, K: torch.Tensor, batch: tuple, beta: float) -> torch.Tensor:
+    """The amplitudes [M, 2] (raw output units) of new waves K [M, d] that minimise the residual
+    loss on ``batch`` = (x_in, x_bd, f, g) with the rest of the network fixed."""
+    x_in, x_bd, f, g = (t.double() for t in batch)
+    K = K.to(x_in.device)
+    with torch.no_grad():
+        net = copy.deepcopy(model).double()
+        r = -forward_laplacian(net, x_in, need_grad=False)[2] - f
+        e = net(x_bd).squeeze(-1) - g
+    s = float(model.output_scale)
+    w = math.sqrt(beta)
+    A = torch.cat([s * wave_basis(x_in, K) * (K * K).sum(1).repeat(2) / math.sqrt(len(x_in)),
+                   w * s * wave_basis(x_bd, K) / math.sqrt(len(x_bd))])
+    b = -torch.cat([r / math.sqrt(len(x_in)), w * e / math.sqrt(len(x_bd))])
+    AtA = A.T @ A
+    AtA.diagonal().add_(1e-10 * float(AtA.diagonal().mean()) + 1e-300)
+    c = torch.linalg.solve(AtA, A.T @ b)
+    M = K.shape[0]
+    return torch.stack([c[:M], c[M:]], dim=1).cpu()
+
+
+def adapt(model: AdaptiveMscaleDNN, problem: PoissonProblem, batch: tuple, beta: float, step: int,
+          seed: int) -> Adaptation:
+    """One adaptation of ``model`` (see the module docstring); increments ``model.adaptations``."""
+    start = time.perf_counter()
+    index = int(model.adaptations)
+    generator = torch.Generator().manual_seed(1_000_003 * seed + 7919 * index + 17)
+    lo, hi = torch.tensor(problem.lo), torch.tensor(problem.hi)
+    found = find_waves(residual_function(model, problem), lo, hi, generator)
+    radius = math.pi / float((hi - lo).max())
+    new = found.k[~_known(found.k, model, radius)][:min(model.max_new_waves, model.waves.free)]
+    slots: list[int] = []
+    if new.shape[0]:
+        amplitudes = least_squares_amplitudes(model, new, batch, beta)
+        like = model.waves.k
+        slots = model.place_waves(new.to(like), amplitudes.to(like))
+    model.adaptations += 1
+    return Adaptation(step, found, new, slots, time.perf_counter() - start)
+
+
+def wave_report(model: AdaptiveMscaleDNN, problem: PoissonProblem, adaptations: list[dict],
+                n: int = 20000, seed: int = 0) -> list[dict]:
+    """One row per placed wave: where it was placed, where training moved it, and the exact
+    solution's own wave there. The "exact" waves are the least-squares fit (variable
+    projection, :func:`mscalednn.wavefinder.fit_waves`, on n random points, started at the
+    units' trained wave vectors) of w = u* - (the network without its wave units): the part of
+    u* the waves are there to carry, as plane waves. ``amplitude_exact`` is that fit's amplitude
+    sqrt(c^2 + s^2), about 0 where a unit holds no wave of u*. Rows sorted by it."""
+    generator = torch.Generator().manual_seed(seed)
+    lo, hi = torch.tensor(problem.lo, dtype=torch.float64), torch.tensor(problem.hi, dtype=torch.float64)
+    x = lo + (hi - lo) * torch.rand(n, problem.dim, dtype=torch.float64, generator=generator)
+    with torch.no_grad():
+        net = copy.deepcopy(model).to("cpu", torch.float64)
+        w = problem.u(x).detach().double() - net.scale_output(net.raw(x)).squeeze(-1)
+    placed = {slot: (a["step"], torch.tensor(k, dtype=torch.float64))
+              for a in adaptations for slot, k in zip(a["placed_slots"], a["placed"])}
+    if not placed:
+        return []
+    slots = sorted(placed)
+    trained = net.waves.k.detach()[slots]
+    exact, amplitude = fit_waves(w - w.mean(), x, trained)
+    rows = []
+    for i, slot in enumerate(slots):
+        step, k0 = placed[slot]
+        k, true = trained[i], exact[i]
+        k0 = k0 if float((k0 - k).norm()) <= float((k0 + k).norm()) else -k0
+        rows.append({"slot": slot, "step": step, "k_placed": k0.tolist(), "k_trained": k.tolist(),
+                     "k_exact": true.tolist(), "norm_k_exact": float(true.norm()),
+                     "error_placed": float((k0 - true).norm() / true.norm()),
+                     "error_trained": float((k - true).norm() / true.norm()),
+                     "amplitude_exact": float(amplitude[i].norm()),
+                     "amplitude_network": float(net.output_scale) * float(net.waves.amplitude.detach()[slot].norm())})
+    return sorted(rows, key=lambda r: -r["amplitude_exact"])

@@ -1,0 +1,219 @@
+"""The frequency-adaptive MscaleDNN: the wave estimator finds known plane waves, units placed at
+the true wave vectors represent the function exactly, the network's forward Laplacian is exact,
+and an adaptive run is reproducible and survives a stop and resume."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from mscalednn import ConfigError, PoissonProblem, load_run_config, parse_expression, solve
+from mscalednn.adapt import least_squares_amplitudes
+from mscalednn.derivatives import value_grad_laplacian
+from mscalednn.forward_laplacian import forward_laplacian
+from mscalednn.nn import AdaptiveMscaleDNN
+from mscalednn.train import Checkpointing, seed_everything
+from mscalednn.wavefinder import find_waves, fit_amplitudes, wave_basis
+
+ROOT = Path(__file__).resolve().parents[1]
+F64 = torch.float64
+
+
+def plane_waves(K, amplitudes, phases):
+    """x -> sum_m a_m sin(k_m . x + phi_m)."""
+    return lambda x: (amplitudes * torch.sin(x @ K.T + phases)).sum(-1)
+
+
+def matched(found, true, tol):
+    """For each true wave vector, the relative distance to the nearest found one (up to sign)."""
+    dist = torch.minimum(torch.cdist(true, found), torch.cdist(true, -found)).min(dim=1).values
+    return dist / true.norm(dim=1), dist.max() / true.norm(dim=1).min() <= tol
+
+
+def dense_unit(n, d, generator):
+    V = torch.randn(n, d, dtype=F64, generator=generator)
+    return V / V.norm(dim=1, keepdim=True)
+
+
+def test_finds_dense_plane_waves_of_a_function():
+    gen = torch.Generator().manual_seed(11)
+    d = 4
+    K = dense_unit(3, d, gen) * torch.tensor([[24.0], [30.0], [36.0]], dtype=F64)
+    smooth = dense_unit(1, d, gen) * math.pi
+    fn = plane_waves(torch.cat([K, smooth]), torch.tensor([1.0, 0.8, 0.6, 3.0], dtype=F64),
+                     torch.tensor([0.3, 1.1, -0.7, 0.2], dtype=F64))
+    waves = find_waves(fn, torch.zeros(d), torch.ones(d), torch.Generator().manual_seed(0))
+    errors, ok = matched(waves.k, K, 0.02)
+    assert ok, errors  # every fast wave vector within 2% of its length
+    assert len(waves) <= 5  # nothing much else: at most the smooth wave besides
+    again = find_waves(fn, torch.zeros(d), torch.ones(d), torch.Generator().manual_seed(0))
+    assert torch.equal(waves.k, again.k)  # deterministic for a generator state
+
+
+def test_finds_linearly_dependent_directions_by_matching_pursuit():
+    # (e_i + e_{i+1}) / sqrt 2, cyclic, in 4D: four directions of rank 3 (Jennrich alone cannot)
+    d = 4
+    E = torch.eye(d, dtype=F64)
+    K = 20.0 * torch.stack([(E[i] + E[(i + 1) % d]) / math.sqrt(2) for i in range(d)])
+    fn = plane_waves(K, torch.ones(d, dtype=F64), torch.tensor([0.0, 0.5, 1.0, 1.5], dtype=F64))
+    waves = find_waves(fn, torch.zeros(d), torch.ones(d), torch.Generator().manual_seed(1))
+    errors, ok = matched(waves.k, K, 0.02)
+    assert ok, errors
+
+
+def test_units_at_the_true_wave_vectors_represent_the_solution_exactly():
+    d = 3
+    K = torch.tensor([[9.0, -12.0, 4.0], [3.0, 5.0, 15.0]], dtype=F64)
+    exact = parse_expression("2 + 0.3*cos(9*x[0] - 12*x[1] + 4*x[2]) - 0.2*sin(3*x[0] + 5*x[1] + 15*x[2])", d)
+    problem = PoissonProblem(exact, (0.0,) * d, (1.0,) * d, name="two waves")
+    torch.manual_seed(0)
+    model = AdaptiveMscaleDNN(d, width=12, depth=2, variant="first_layer", activation="tanh").double()
+    with torch.no_grad():  # the rest of the network outputs the constant 2 (shift), nothing else
+        model.stack.out.weight.zero_()
+        model.stack.out.bias.zero_()
+    model.set_output_scaling(2.0, 0.5)
+    x_in, x_bd = torch.rand(300, d, dtype=F64), torch.rand(100, d, dtype=F64)
+    batch = (x_in, x_bd, problem.f(x_in), problem.g(x_bd))
+    model.place_waves(K, least_squares_amplitudes(model, K, batch, beta=100.0))
+    x = torch.rand(500, d, dtype=F64)
+    u, _, lap = forward_laplacian(model, x)
+    assert torch.allclose(u, problem.u(x), atol=1e-10, rtol=0)
+    assert torch.allclose(-lap, problem.f(x), atol=1e-6, rtol=0)  # |k|^2 ~ 260 times the error in u
+    # and the wave basis alone, fitted by least squares, reproduces a plane-wave sum exactly
+    r = problem.u(x) - 2.0
+    assert torch.allclose(wave_basis(x, K) @ fit_amplitudes(r, x, K), r, atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("variant", ["first_layer", "subnets"])
+def test_forward_laplacian_of_the_adaptive_network_is_exact(variant):
+    torch.manual_seed(3)
+    d = 4
+    model = AdaptiveMscaleDNN(d, width=10, depth=2, variant=variant, activation="tanh",
+                              first_activation="sin", wave_slots=5).double()
+    model.place_waves(torch.randn(3, d, dtype=F64) * 6, torch.randn(3, 2, dtype=F64))  # 2 slots stay free
+    model.set_output_scaling(0.5, 3.0)
+    x = torch.rand(9, d, dtype=F64)
+    u, g, lap = forward_laplacian(model, x)
+    u0, g0, lap0 = value_grad_laplacian(model, x)
+    assert torch.allclose(u, u0, atol=1e-12) and torch.allclose(g, g0, atol=1e-11)
+    assert torch.allclose(lap, lap0, atol=1e-9)
+    P = torch.randn(9, 2, d, dtype=F64)  # directions: sum_k p_k^T (Hess u) p_k
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(xg).sum(), xg, create_graph=True)
+    quad = sum((torch.autograd.grad((grad * P[:, k]).sum(), xg, retain_graph=True)[0] * P[:, k]).sum(-1)
+               for k in range(2))
+    assert torch.allclose(forward_laplacian(model, x, directions=P)[2], quad, atol=1e-9)
+
+
+def test_inactive_slots_have_no_output_and_no_gradient():
+    model = AdaptiveMscaleDNN(2, width=8, depth=2, wave_slots=4)
+    model.place_waves(torch.tensor([[5.0, 1.0]]))  # amplitude 0: the function is unchanged
+    x = torch.rand(20, 2)
+    assert torch.equal(model(x), model.scale_output(model.raw(x)))
+    with torch.no_grad():
+        model.waves.amplitude.fill_(1.0)
+        model.waves.k.fill_(2.0)  # inactive rows: no effect
+    model(x).sum().backward()
+    assert model.waves.amplitude.grad[1:].abs().max() == 0 and model.waves.k.grad[1:].abs().max() == 0
+    assert model.waves.amplitude.grad[0].abs().max() > 0
+
+
+# -- in training -----------------------------------------------------------------------------
+
+PROBLEM = "sin(pi*x[0])*sin(pi*x[1]) + 0.1*sin(8*pi*(0.6*x[0] + 0.8*x[1]))"
+SMALL = ["train.dtype=float64", "train.device=cpu", "train.time_limit=null", "model.width=24",
+         "model.hidden_width=16", "train.n_interior=256", "train.n_boundary=128", "train.progress=false",
+         "train.n_test=400", "train.steps=40", "train.eval_every=10", "train.checkpoint_every=20",
+         "model.adapt_at=[0.2, 0.6]"]
+
+
+def train(*, path=None, resume=None, stop=None):
+    problem = PoissonProblem(parse_expression(PROBLEM, 2), (0.0, 0.0), (1.0, 1.0), name="dense wave 2d")
+    run = load_run_config(ROOT / "configs" / "adaptive.yaml", SMALL)
+    seed_everything(run.train.seed)
+    model = run.model.build(problem.dim)
+    return solve(problem, model, run.train, checkpoint=Checkpointing(path) if path else None,
+                 resume=resume, stop=stop)
+
+
+def same(a, b):
+    """Two lists of adaptation records are equal except for their timings."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in a] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in b]
+
+
+def test_adaptive_run_finds_the_wave_is_deterministic_and_survives_resume(tmp_path):
+    full = train()
+    steps = [a["step"] for a in full.metrics["adaptations"]]
+    assert steps == [8, 24]  # at 20% and 60% of 40 steps
+    first = full.metrics["adaptations"][0]
+    true = torch.tensor([[0.6, 0.8]], dtype=F64) * 8 * math.pi
+    errors, ok = matched(torch.tensor(first["found"], dtype=F64), true, 0.03)
+    assert ok and first["placed_slots"], errors  # the residual's strongest wave is the fast one
+    again = train()
+    assert same(again.metrics["adaptations"], full.metrics["adaptations"])
+    assert again.metrics["rel_l2"] == full.metrics["rel_l2"]
+    calls = {"n": 0}
+
+    def stop():  # stop after step 15: after the first adaptation, before the second
+        calls["n"] += 1
+        return calls["n"] == 15
+
+    part = train(path=tmp_path / "ck.pt", stop=stop)
+    assert part.metrics["status"] == "interrupted" and len(part.metrics["adaptations"]) == 1
+    resumed = train(resume=torch.load(tmp_path / "ck.pt", weights_only=True))
+    assert same(resumed.metrics["adaptations"], full.metrics["adaptations"])
+    assert abs(resumed.metrics["rel_l2"] - full.metrics["rel_l2"]) <= 1e-12 * full.metrics["rel_l2"]
+    for a, b in zip(resumed.model.state_dict().values(), full.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("bad", ["model.adapt_at=[0.5, 0.2]", "model.adapt_at=[1.5]", "model.wave_slots=0"])
+def test_bad_adaptive_options_are_config_errors(bad):
+    with pytest.raises(ConfigError):
+        load_run_config(ROOT / "configs" / "adaptive.yaml", [bad])
+
+
+# -- outputs: mscale solve and mscale compare ------------------------------------------------
+
+def write_problem(path):
+    path.write_text("name: dense wave 3d\ndim: 3\ndomain: [0, 1]\n"
+                    "exact: \"sin(pi*x[0])*sin(pi*x[1])*sin(pi*x[2]) + 0.1*sin(7*pi*(0.48*x[0] + 0.6*x[1] + 0.64*x[2]))\"\n")
+    return path
+
+
+COMMON = ["--set", "train.progress=false", "--set", "train.n_test=400", "--set", "train.n_interior=256",
+          "--set", "train.n_boundary=128", "--set", "train.time_limit=null"]
+TINY = COMMON + ["--set", "model.adapt_at=[0.25]"]
+
+
+def test_solve_writes_the_waves_against_the_exact_ones(tmp_path):
+    from mscalednn.cli import main
+    out = tmp_path / "run"
+    code = main(["solve", str(write_problem(tmp_path / "p.yaml")), "--model", str(ROOT / "configs/adaptive.yaml"),
+                 "--out", str(out), "--set", "train.steps=40", "--set", "train.eval_every=20", *TINY])
+    assert code == 0
+    import json
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [a["step"] for a in metrics["adaptations"]] == [10]
+    rows = json.loads((out / "waves.json").read_text())
+    true = 7 * math.pi * torch.tensor([0.48, 0.6, 0.64], dtype=F64)
+    top = rows[0]  # the largest wave of u* among those placed: the fast one, found within 2%
+    assert abs(top["norm_k_exact"] - float(true.norm())) < 0.01 * float(true.norm())
+    assert top["error_placed"] < 0.02 and 0.05 < top["amplitude_exact"] < 0.15
+    assert (out / "waves.png").stat().st_size > 10000
+
+
+def test_compare_projects_on_the_found_directions_and_reports_the_waves(tmp_path):
+    from mscalednn.cli import main
+    out = tmp_path / "cmp"
+    code = main(["compare", str(write_problem(tmp_path / "p.yaml")), "--models", str(ROOT / "configs/adaptive.yaml"),
+                 str(ROOT / "configs/mscale.yaml"), "--directions", "found", "--budget", "30", "--out", str(out), *COMMON])
+    assert code == 0
+    import json
+    summary = json.loads((out / "summary.json").read_text())
+    rows = summary["models"][0]["freq_steps"]
+    assert any(r.startswith("w1: ") for r in rows)  # the projection rows are along the found directions
+    md = (out / "summary.md").read_text()
+    assert "## Waves placed by adaptive, seed 0" in md and "waves.png" in summary["figures"]
