@@ -78,32 +78,15 @@ def test_jet_in_high_dimension_against_the_hand_computed_laplacian():
     assert grad.shape == (8, d)
 
 
-def test_plane_waves_along_dense_directions_written_out():
-    """Directional coordinates written as 0.31*x[0] - 0.2*x[1] + ... (twenty waves in 10D, about
-    3,000 syntax nodes): the expression parses, and the jet (scalar terms kept as one gradient)
-    equals nested autograd."""
-    g = torch.Generator().manual_seed(5)
+def check_dense_plane_waves(seed, direction_text):
+    """Twenty waves in 10D along random unit directions (rounded to 4 digits as written), ten
+    sin(pi k.x) and ten 0.1 sin(10 pi k.x), each direction written into the text by
+    ``direction_text(v)`` (a scalar expression for v.x): the jet's gradient and Laplacian equal
+    the closed forms."""
+    g = torch.Generator().manual_seed(seed)
     dirs = torch.randn(20, 10, generator=g, dtype=torch.float64)
     dirs = torch.round(dirs / dirs.norm(dim=1, keepdim=True), decimals=4)  # as written in the text
-    lin = [" + ".join(f"({c:.4f})*x[{j}]" for j, c in enumerate(v.tolist())) for v in dirs]
-    text = " + ".join(f"{0.1 if m >= 10 else 1.0}*sin({10 if m >= 10 else 1}*pi*({s}))" for m, s in enumerate(lin))
-    u = parse_expression(text, 10)
-    x = torch.rand(30, 10, generator=g, dtype=torch.float64)
-    _, grad, lap = u.value_grad_laplacian(x)
-    k = dirs * torch.tensor([1.0] * 10 + [10.0] * 10, dtype=torch.float64)[:, None] * math.pi
-    a = torch.tensor([1.0] * 10 + [0.1] * 10, dtype=torch.float64)
-    phase = x @ k.T
-    torch.testing.assert_close(lap, -(a * (k * k).sum(1) * torch.sin(phase)).sum(1), rtol=1e-10, atol=1e-9)
-    torch.testing.assert_close(grad, (a * torch.cos(phase)) @ k, rtol=1e-10, atol=1e-10)
-
-
-def test_plane_waves_along_dense_directions_as_vector_literals():
-    """The same kind of sum with each direction a vector of numbers, dot([...], x): the same
-    derivatives, from an expression a few hundred nodes long."""
-    g = torch.Generator().manual_seed(6)
-    dirs = torch.randn(20, 10, generator=g, dtype=torch.float64)
-    dirs = torch.round(dirs / dirs.norm(dim=1, keepdim=True), decimals=4)
-    text = " + ".join(f"{0.1 if m >= 10 else 1.0}*sin({10 if m >= 10 else 1}*pi*dot([{', '.join(f'{c:.4f}' for c in v)}], x))"
+    text = " + ".join(f"{0.1 if m >= 10 else 1.0}*sin({10 if m >= 10 else 1}*pi*({direction_text(v)}))"
                       for m, v in enumerate(dirs.tolist()))
     u = parse_expression(text, 10)
     x = torch.rand(30, 10, generator=g, dtype=torch.float64)
@@ -113,6 +96,18 @@ def test_plane_waves_along_dense_directions_as_vector_literals():
     phase = x @ k.T
     torch.testing.assert_close(lap, -(a * (k * k).sum(1) * torch.sin(phase)).sum(1), rtol=1e-10, atol=1e-9)
     torch.testing.assert_close(grad, (a * torch.cos(phase)) @ k, rtol=1e-10, atol=1e-10)
+
+
+def test_plane_waves_along_dense_directions_written_out():
+    """Directional coordinates written as (0.31)*x[0] + (-0.2)*x[1] + ... (about 3,000 syntax
+    nodes): the expression parses, and the jet (scalar terms kept as one gradient) is exact."""
+    check_dense_plane_waves(5, lambda v: " + ".join(f"({c:.4f})*x[{j}]" for j, c in enumerate(v)))
+
+
+def test_plane_waves_along_dense_directions_as_vector_literals():
+    """The same kind of sum with each direction a vector of numbers, dot([...], x): the same
+    derivatives, from an expression a few hundred nodes long."""
+    check_dense_plane_waves(6, lambda v: f"dot([{', '.join(f'{c:.4f}' for c in v)}], x)")
 
 
 @pytest.mark.parametrize("name", sorted(ELEMENTWISE))
