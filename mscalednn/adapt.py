@@ -11,9 +11,9 @@ At each budget fraction in ``model.adapt_at`` the training loop calls :func:`ada
    form: interior rows |k|^2 [cos, sin], boundary rows sqrt(beta) [cos, sin]) in the new
    amplitudes alone: the loss can only go down at placement.
 
-Every adaptation uses its own generator, seeded from the run seed and the adaptation's index,
-and the count of adaptations done is a buffer of the model: a resumed run repeats nothing and
-skips nothing.
+Every adaptation uses its own generator, seeded from the run seed and the adaptation's index.
+The adaptations done are the training state's records (checkpointed with it), so a resumed
+run repeats nothing and skips nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 from .forward_laplacian import forward_laplacian
 from .nn.adaptive import AdaptiveMscaleDNN
 from .problem import PoissonProblem
-from .wavefinder import Waves, find_waves, fit_waves, wave_basis
+from .wavefinder import Waves, find_waves, fit_waves, least_squares, near, wave_basis
 
 
 @dataclass
@@ -48,10 +48,10 @@ class Adaptation:
                 "placed_slots": self.slots}
 
 
-def due(model: torch.nn.Module, t: float) -> bool:
-    """Whether an adaptation is due at budget fraction t."""
-    return isinstance(model, AdaptiveMscaleDNN) and int(model.adaptations) < len(model.adapt_at) \
-        and t >= model.adapt_at[int(model.adaptations)]
+def due(model: torch.nn.Module, t: float, done: int) -> bool:
+    """Whether an adaptation is due at budget fraction t after ``done`` adaptations (plain
+    Python numbers: no device synchronisation in the training step)."""
+    return isinstance(model, AdaptiveMscaleDNN) and done < len(model.adapt_at) and t >= model.adapt_at[done]
 
 
 def residual_function(model: torch.nn.Module, problem: PoissonProblem):
@@ -60,15 +60,6 @@ def residual_function(model: torch.nn.Module, problem: PoissonProblem):
     for p in net.parameters():
         p.requires_grad_(False)
     return lambda x: -forward_laplacian(net, x, need_grad=False)[2] - problem.f(x)
-
-
-def _known(K: torch.Tensor, model: AdaptiveMscaleDNN, radius: float) -> torch.Tensor:
-    """Mask of the rows of K within ``radius`` (up to sign) of a wave vector the model holds."""
-    held = model.waves.k.detach().cpu().double()[model.waves.active.cpu()]
-    if held.shape[0] == 0 or K.shape[0] == 0:
-        return torch.zeros(K.shape[0], dtype=torch.bool)
-    dist = torch.minimum(torch.cdist(K, held), torch.cdist(K, -held))
-    return dist.min(dim=1).values <= radius
 
 
 def least_squares_amplitudes(model: AdaptiveMscaleDNN, K: torch.Tensor, batch: tuple, beta: float) -> torch.Tensor:
@@ -85,29 +76,26 @@ def least_squares_amplitudes(model: AdaptiveMscaleDNN, K: torch.Tensor, batch: t
     A = torch.cat([s * wave_basis(x_in, K) * (K * K).sum(1).repeat(2) / math.sqrt(len(x_in)),
                    w * s * wave_basis(x_bd, K) / math.sqrt(len(x_bd))])
     b = -torch.cat([r / math.sqrt(len(x_in)), w * e / math.sqrt(len(x_bd))])
-    AtA = A.T @ A
-    AtA.diagonal().add_(1e-10 * float(AtA.diagonal().mean()) + 1e-300)
-    c = torch.linalg.solve(AtA, A.T @ b)
+    c = least_squares(A, b, 1e-10)
     M = K.shape[0]
     return torch.stack([c[:M], c[M:]], dim=1).cpu()
 
 
 def adapt(model: AdaptiveMscaleDNN, problem: PoissonProblem, batch: tuple, beta: float, step: int,
-          seed: int) -> Adaptation:
-    """One adaptation of ``model`` (see the module docstring); increments ``model.adaptations``."""
+          seed: int, index: int) -> Adaptation:
+    """The adaptation number ``index`` (from 0) of ``model`` (see the module docstring)."""
     start = time.perf_counter()
-    index = int(model.adaptations)
     generator = torch.Generator().manual_seed(1_000_003 * seed + 7919 * index + 17)
     lo, hi = torch.tensor(problem.lo), torch.tensor(problem.hi)
     found = find_waves(residual_function(model, problem), lo, hi, generator)
     radius = math.pi / float((hi - lo).max())
-    new = found.k[~_known(found.k, model, radius)][:min(model.max_new_waves, model.waves.free)]
+    held = model.waves.k.detach().cpu().double()[model.waves.active.cpu()]
+    new = found.k[~near(found.k, held, radius)][:min(model.max_new_waves, model.waves.free)]
     slots: list[int] = []
     if new.shape[0]:
         amplitudes = least_squares_amplitudes(model, new, batch, beta)
         like = model.waves.k
         slots = model.place_waves(new.to(like), amplitudes.to(like))
-    model.adaptations += 1
     return Adaptation(step, found, new, slots, time.perf_counter() - start)
 
 

@@ -87,12 +87,8 @@ def best_magnitudes(r: torch.Tensor, x: torch.Tensor, V: torch.Tensor, k_max: fl
     for j in range(V.shape[0]):
         dt = 0.5 * math.pi / float(span[j])
         t = torch.arange(dt, k_max + dt, dt, dtype=x.dtype)
-        best = torch.zeros(0, dtype=x.dtype)
-        for tc in torch.split(t, chunk):
-            ph = p[:, j, None] * tc
-            best = torch.cat([best, torch.hypot((r[:, None] * torch.cos(ph)).mean(0),
-                                                (r[:, None] * torch.sin(ph)).mean(0))])
-        out[j] = t[best.argmax()]
+        power = torch.cat([fourier_power(r, p[:, j, None], tc[:, None]) for tc in torch.split(t, chunk)])
+        out[j] = t[power.argmax()]
     return out
 
 
@@ -110,12 +106,26 @@ def refine(r: torch.Tensor, x: torch.Tensor, K: torch.Tensor, steps: int, lr: fl
     return K.detach()
 
 
+def distance(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """|a - b| up to sign (k and -k are the same real wave) for every row a of A [m, d] and b of
+    B [n, d]: [m, n]."""
+    return torch.minimum(torch.cdist(A, B), torch.cdist(A, -B))
+
+
+def near(A: torch.Tensor, B: torch.Tensor, radius: float) -> torch.Tensor:
+    """For each row of A, whether some row of B lies within ``radius`` of it up to sign, [m]."""
+    if A.shape[0] == 0 or B.shape[0] == 0:
+        return torch.zeros(A.shape[0], dtype=torch.bool)
+    return distance(A, B).min(dim=1).values <= radius
+
+
 def merge(K: torch.Tensor, power: torch.Tensor, radius: float) -> torch.Tensor:
     """Indices of K's rows, strongest first, dropping any row within ``radius`` of a stronger one
-    up to sign (k and -k are the same real wave)."""
+    up to sign."""
+    close = distance(K, K) <= radius
     keep: list[int] = []
     for i in power.argsort(descending=True).tolist():
-        if all(min(float((K[i] - K[j]).norm()), float((K[i] + K[j]).norm())) > radius for j in keep):
+        if not any(bool(close[i, j]) for j in keep):
             keep.append(i)
     return torch.tensor(keep, dtype=torch.long)
 
@@ -126,13 +136,17 @@ def wave_basis(x: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cos(phase), torch.sin(phase)], dim=1)
 
 
+def least_squares(A: torch.Tensor, b: torch.Tensor, ridge: float) -> torch.Tensor:
+    """argmin_c |A c - b|^2 by the normal equations, with ``ridge`` times the mean of diag(A^T A)
+    added to its diagonal (nearly equal wave vectors give nearly equal columns)."""
+    AtA = A.T @ A
+    AtA.diagonal().add_(ridge * float(AtA.diagonal().mean().detach()) + 1e-300)
+    return torch.linalg.solve(AtA, A.T @ b)
+
+
 def fit_amplitudes(r: torch.Tensor, x: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Least-squares amplitudes c [2M] of r ~ wave_basis(x, K) c (a small ridge keeps nearly
-    equal wave vectors solvable)."""
-    B = wave_basis(x, K)
-    A = B.T @ B
-    A.diagonal().add_(1e-8 * float(A.diagonal().mean().detach()) + 1e-300)
-    return torch.linalg.solve(A, B.T @ r)
+    """Least-squares amplitudes c [2M] of r ~ wave_basis(x, K) c."""
+    return least_squares(wave_basis(x, K), r, 1e-8)
 
 
 def fit_waves(r: torch.Tensor, x: torch.Tensor, K: torch.Tensor, iterations: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,7 +218,7 @@ def find_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi:
         keep = merge(C, power, radius=math.pi / size)
         C, power = C[keep], power[keep]
         new = (power > noise_factor * noise) & (power > rel_threshold * power.max())
-        new &= torch.tensor([_far(k, K, math.pi / size) for k in C], dtype=torch.bool)
+        new &= ~near(C, K, math.pi / size)
         if not bool(new.any()) or K.shape[0] >= max_waves:
             break
         K = torch.cat([K, C[new]])[:max_waves]
@@ -213,7 +227,3 @@ def find_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi:
     order = merge(K, power, radius=math.pi / size)  # two candidates may have climbed the same peak
     return Waves(K[order], power[order], noise)
 
-
-def _far(k: torch.Tensor, K: torch.Tensor, radius: float) -> bool:
-    """k is farther than ``radius`` from every row of K, up to sign."""
-    return K.shape[0] == 0 or bool(torch.minimum((K - k).norm(dim=1), (K + k).norm(dim=1)).min() > radius)

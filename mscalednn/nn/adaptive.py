@@ -97,7 +97,6 @@ class AdaptiveMscaleDNN(MscaleDNN):
                               [wave_slots, max_new_waves])
         self.adapt_at, self.max_new_waves = adapt_at, max_new_waves
         self.waves = PlaneWaves(in_dim, wave_slots)
-        self.register_buffer("adaptations", torch.zeros((), dtype=torch.long))  # how many have run
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale_output(self.raw(x) + self.waves(x))
