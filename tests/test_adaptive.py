@@ -124,13 +124,13 @@ def test_inactive_slots_have_no_output_and_no_gradient():
 PROBLEM = "sin(pi*x[0])*sin(pi*x[1]) + 0.1*sin(8*pi*(0.6*x[0] + 0.8*x[1]))"
 SMALL = ["train.dtype=float64", "train.device=cpu", "train.time_limit=null", "model.width=24",
          "model.hidden_width=16", "train.n_interior=256", "train.n_boundary=128", "train.progress=false",
-         "train.n_test=400", "train.steps=40", "train.eval_every=10", "train.checkpoint_every=20",
-         "model.adapt_at=[0.2, 0.6]"]
+         "train.n_test=400", "train.steps=40", "train.eval_every=10", "train.checkpoint_every=20"]
 
 
-def train(*, path=None, resume=None, stop=None):
+def train(*, path=None, resume=None, stop=None, adapt_at="[0.2, 0.6]"):
     problem = PoissonProblem(parse_expression(PROBLEM, 2), (0.0, 0.0), (1.0, 1.0), name="dense wave 2d")
-    run = load_run_config(ROOT / "configs" / "adaptive.yaml", SMALL)
+    overrides = SMALL + ([f"model.adapt_at={adapt_at}"] if adapt_at else [])
+    run = load_run_config(ROOT / "configs" / "adaptive.yaml", overrides)
     seed_everything(run.train.seed)
     model = run.model.build(problem.dim)
     return solve(problem, model, run.train, checkpoint=Checkpointing(path) if path else None,
@@ -167,6 +167,16 @@ def test_adaptive_run_finds_the_wave_is_deterministic_and_survives_resume(tmp_pa
     assert abs(resumed.metrics["rel_l2"] - full.metrics["rel_l2"]) <= 1e-12 * full.metrics["rel_l2"]
     for a, b in zip(resumed.model.state_dict().values(), full.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-12, rtol=0)
+
+
+def test_the_shipped_config_estimates_first_from_the_untrained_residual():
+    # configs/adaptive.yaml: after step 1 (the residual is about -f there), then at 5%, 20%, 40%
+    run = train(adapt_at=None)
+    records = run.metrics["adaptations"]
+    assert [a["step"] for a in records] == [1, 2, 8, 16]
+    true = torch.tensor([[0.6, 0.8]], dtype=F64) * 8 * math.pi
+    errors, ok = matched(torch.tensor(records[0]["placed"], dtype=F64), true, 0.03)
+    assert ok, errors  # placed at the first estimate, within 3%
 
 
 @pytest.mark.parametrize("bad", ["model.adapt_at=[0.5, 0.2]", "model.adapt_at=[1.5]", "model.wave_slots=0"])

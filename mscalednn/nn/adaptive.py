@@ -79,7 +79,12 @@ class AdaptiveMscaleDNN(MscaleDNN):
     Extra args:
         wave_slots: how many plane waves can be placed in all (each has two units, cos and sin).
         adapt_at: the budget fractions (in [0, 1), increasing) at which the training loop
-            estimates waves from the residual and places the new ones.
+            estimates waves from the residual and places the new ones. The default starts at 0
+            (after the first step): the residual of the untrained network is about -f, whose
+            waves are those of u* weighted by |k|^2, the cleanest signal there is. Later the
+            network's own partial fits of the fast waves blur the peaks: on
+            poisson2d_multiscale a first estimate at 5% of a 10-minute budget found nothing,
+            one at 5% of 2 minutes found the waves (benchmarks/RESULTS.md).
         max_new_waves: at most this many waves placed per adaptation.
 
     Outside :func:`mscalednn.train.solve` it is an ordinary module: :meth:`place_waves` (or
@@ -87,7 +92,7 @@ class AdaptiveMscaleDNN(MscaleDNN):
     """
 
     def __init__(self, in_dim: int, *args, wave_slots: int = 64,
-                 adapt_at: Sequence[float] = (0.05, 0.2, 0.4), max_new_waves: int = 32, **kwargs):
+                 adapt_at: Sequence[float] = (0.0, 0.05, 0.2, 0.4), max_new_waves: int = 32, **kwargs):
         super().__init__(in_dim, *args, **kwargs)
         adapt_at = tuple(float(t) for t in adapt_at)
         if any(not 0.0 <= t < 1.0 for t in adapt_at) or list(adapt_at) != sorted(set(adapt_at)):
