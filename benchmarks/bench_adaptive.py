@@ -9,7 +9,8 @@ metrics.json, then prints a table and writes DIR/adaptive.json:
 * the dense-direction family (``benchmarks/make_dense_problem.py``): seed 1 is
   problems/poisson10d_dense_directions.yaml, seeds 4 and 5 are written into DIR; adaptive
   (configs/adaptive.yaml) on each, vanilla (configs/vanilla.yaml) on seed 1;
-* poisson10d, poisson10d_rotated and poisson5d_product with the adaptive config.
+* poisson10d, poisson10d_rotated, poisson5d_product and poisson2d_multiscale with the adaptive
+  config.
 
 For every problem whose wave vectors are known in closed form, the wave units' vectors as
 placed and after training are compared with the true fast waves: the relative distance
@@ -46,6 +47,8 @@ def true_fast_waves(case: str) -> np.ndarray | None:
     if case.startswith("rot"):
         E = np.eye(10)
         return np.stack([(E[i] + E[(i + 1) % 10]) / math.sqrt(2) for i in range(10)]) * 10 * math.pi
+    if case.startswith("p2d"):  # sin(20 pi x) sin(20 pi y): the waves (20 pi, +-20 pi)
+        return np.array([[1.0, 1.0], [1.0, -1.0]]) * 20 * math.pi
     if case.startswith("prod"):  # prod sin(5 pi x_i) = a sum of plane waves along the 16 diagonals
         return np.array([[1, *s] for s in itertools.product((1, -1), repeat=4)], dtype=float) * 5 * math.pi
     return None
@@ -72,7 +75,8 @@ def cases(out: Path) -> dict[str, tuple[str, str]]:
             "dense4_a": (problems[4], adaptive), "dense5_a": (problems[5], adaptive),
             "p10_a": (str(ROOT / "problems/poisson10d.yaml"), adaptive),
             "rot_a": (str(ROOT / "problems/poisson10d_rotated.yaml"), adaptive),
-            "prod_a": (str(ROOT / "problems/poisson5d_product.yaml"), adaptive)}
+            "prod_a": (str(ROOT / "problems/poisson5d_product.yaml"), adaptive),
+            "p2d_a": (str(ROOT / "problems/poisson2d_multiscale.yaml"), adaptive)}
 
 
 def row(case: str, run: Path) -> dict:

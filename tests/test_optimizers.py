@@ -216,3 +216,17 @@ def test_the_shipped_gauss_newton_config_solves_the_smooth_5d_problem_in_a_few_s
     result = solve(problem, run.model.build(problem.dim), run.train)
     assert result.metrics["optimizer"] == [{"index": 0, "name": "gauss_newton", "from_step": 1, "to_step": 15}]
     assert result.history[1]["rel_l2"] > 0.3 and result.metrics["rel_l2"] < 1e-2
+
+
+def test_the_shipped_gauss_newton_mscale_config_solves_the_1d_multiscale_problem():
+    """configs/mscale_gauss_newton.yaml (a 2k-parameter MscaleDNN, Gauss-Newton, float64) on
+    problems/poisson1d_multiscale.yaml (sin(pi x) + 0.1 sin(23 pi x)), with a quarter of the
+    points: from rel L2 ~1 to below 1e-3 in 30 steps (measured 4.6e-5); Adam on the default
+    network is still near 1e-3 after 10 minutes."""
+    run = load_run_config(ROOT / "configs" / "mscale_gauss_newton.yaml",
+                          ["train.steps=30", "train.eval_every=30", "train.n_test=2000", "train.progress=false",
+                           "train.n_interior=1000", "train.n_boundary=100", "train.time_limit=null"])
+    problem, _ = load_problem(ROOT / "problems" / "poisson1d_multiscale.yaml")
+    seed_everything(run.train.seed)
+    result = solve(problem, run.model.build(problem.dim), run.train)
+    assert result.history[1]["rel_l2"] > 0.5 and result.metrics["rel_l2"] < 1e-3
