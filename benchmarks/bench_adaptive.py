@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -58,7 +59,8 @@ def nearest(true: np.ndarray, K: np.ndarray) -> np.ndarray:
     """For each true wave vector, the relative distance to the nearest row of K, up to sign."""
     if len(K) == 0:
         return np.full(len(true), np.inf)
-    d = np.minimum(np.linalg.norm(true[:, None] - K[None], axis=2), np.linalg.norm(true[:, None] + K[None], axis=2))
+    from mscalednn.wavefinder import distance
+    d = distance(torch.as_tensor(true, dtype=torch.float64), torch.as_tensor(K, dtype=torch.float64)).numpy()
     return d.min(axis=1) / np.linalg.norm(true, axis=1)
 
 

@@ -41,6 +41,7 @@ from .validate import (Length, Range, Seed, join_path, build_dataclass, check_ke
                        parameters_of)
 
 MODELS = {"mscale": MscaleDNN, "adaptive": AdaptiveMscaleDNN, "mlp": MLP}
+ModelKind = Literal["mscale", "adaptive", "mlp"]  # the keys of MODELS
 # ranges of the networks' integer arguments (the constructors take plain ints)
 MODEL_RANGES = {"out_dim": Range(1, 10**6), "width": Range(1, 10**6), "depth": Range(1, 10**4),
                 "hidden_width": Range(1, 10**6), "fourier_features": Range(0, 10**6),
@@ -104,7 +105,7 @@ class TrainConfig:
 class ModelConfig:
     """The ``model:`` section: a registry ``kind`` and the constructor's keyword arguments."""
 
-    kind: Literal["mscale", "adaptive", "mlp"] = "mscale"
+    kind: ModelKind = "mscale"
     options: dict = field(default_factory=dict)
 
     def build(self, in_dim: int):
@@ -269,7 +270,7 @@ def build_run_config(data: dict) -> RunConfig:
     """A validated RunConfig from a mapping with ``model`` and ``train`` sections."""
     data = check_keys(data, ["model", "train"], "")
     model = dict(check_keys(data.get("model") or {}, ["kind", *_all_model_keys()], "model"))
-    kind = check_value(model.pop("kind", "mscale"), Literal["mscale", "adaptive", "mlp"], "model.kind")
+    kind = check_value(model.pop("kind", "mscale"), ModelKind, "model.kind")
     options = check_kwargs(MODELS[kind], model, "model", skip=("in_dim",))
     for key, bounds in MODEL_RANGES.items():
         value = options.get(key)

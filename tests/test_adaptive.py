@@ -14,7 +14,7 @@ from mscalednn.derivatives import value_grad_laplacian
 from mscalednn.forward_laplacian import forward_laplacian
 from mscalednn.nn import AdaptiveMscaleDNN
 from mscalednn.train import Checkpointing, seed_everything
-from mscalednn.wavefinder import find_waves, fit_amplitudes, wave_basis
+from mscalednn.wavefinder import distance, find_waves, fit_amplitudes, wave_basis
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
@@ -27,7 +27,7 @@ def plane_waves(K, amplitudes, phases):
 
 def matched(found, true, tol):
     """For each true wave vector, the relative distance to the nearest found one (up to sign)."""
-    dist = torch.minimum(torch.cdist(true, found), torch.cdist(true, -found)).min(dim=1).values
+    dist = distance(true, found).min(dim=1).values
     return dist / true.norm(dim=1), dist.max() / true.norm(dim=1).min() <= tol
 
 

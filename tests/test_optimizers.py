@@ -206,14 +206,19 @@ def test_ritz_gauss_newton_refuses_a_network_too_large_for_its_gram():
         solve(SMOOTH, model, config)
 
 
+def solve_shipped(config: str, problem: str, steps: int, *overrides: str):
+    """A shipped config on a shipped problem for ``steps`` steps, evaluated at the first and last."""
+    run = load_run_config(ROOT / "configs" / config, [f"train.steps={steps}", f"train.eval_every={steps}",
+                                                      "train.n_test=2000", "train.progress=false", *overrides])
+    problem, _ = load_problem(ROOT / "problems" / problem)
+    seed_everything(run.train.seed)
+    return solve(problem, run.model.build(problem.dim), run.train)
+
+
 def test_the_shipped_gauss_newton_config_solves_the_smooth_5d_problem_in_a_few_steps():
     """configs/gauss_newton.yaml (ENGD's set-up) on problems/poisson5d_smooth.yaml: 15 steps from
     rel L2 0.45 to below 1e-2 (measured 1.0e-3); Adam's default needs minutes for that."""
-    run = load_run_config(ROOT / "configs" / "gauss_newton.yaml",
-                          ["train.steps=15", "train.eval_every=15", "train.n_test=2000", "train.progress=false"])
-    problem, _ = load_problem(ROOT / "problems" / "poisson5d_smooth.yaml")
-    seed_everything(run.train.seed)
-    result = solve(problem, run.model.build(problem.dim), run.train)
+    result = solve_shipped("gauss_newton.yaml", "poisson5d_smooth.yaml", 15)
     assert result.metrics["optimizer"] == [{"index": 0, "name": "gauss_newton", "from_step": 1, "to_step": 15}]
     assert result.history[1]["rel_l2"] > 0.3 and result.metrics["rel_l2"] < 1e-2
 
@@ -223,10 +228,6 @@ def test_the_shipped_gauss_newton_mscale_config_solves_the_1d_multiscale_problem
     problems/poisson1d_multiscale.yaml (sin(pi x) + 0.1 sin(23 pi x)), with a quarter of the
     points: from rel L2 ~1 to below 1e-3 in 30 steps (measured 4.6e-5); Adam on the default
     network is still near 1e-3 after 10 minutes."""
-    run = load_run_config(ROOT / "configs" / "mscale_gauss_newton.yaml",
-                          ["train.steps=30", "train.eval_every=30", "train.n_test=2000", "train.progress=false",
-                           "train.n_interior=1000", "train.n_boundary=100", "train.time_limit=null"])
-    problem, _ = load_problem(ROOT / "problems" / "poisson1d_multiscale.yaml")
-    seed_everything(run.train.seed)
-    result = solve(problem, run.model.build(problem.dim), run.train)
+    result = solve_shipped("mscale_gauss_newton.yaml", "poisson1d_multiscale.yaml", 30,
+                           "train.n_interior=1000", "train.n_boundary=100", "train.time_limit=null")
     assert result.history[1]["rel_l2"] > 0.5 and result.metrics["rel_l2"] < 1e-3
