@@ -9,8 +9,9 @@ metrics.json, then prints a table and writes DIR/adaptive.json:
 * the dense-direction family (``benchmarks/make_dense_problem.py``): seed 1 is
   problems/poisson10d_dense_directions.yaml, seeds 4 and 5 are written into DIR; adaptive
   (configs/adaptive.yaml) on each, vanilla (configs/vanilla.yaml) on seed 1;
-* poisson10d, poisson10d_rotated, poisson5d_product and poisson2d_multiscale with the adaptive
-  config.
+* poisson10d, poisson10d_rotated, poisson5d_product, poisson2d_multiscale, poisson50d and
+  poisson100d with the adaptive config (the last two: smooth, nothing fast to find; the
+  estimation must cost little and place nothing spurious).
 
 For every problem whose wave vectors are known in closed form, the wave units' vectors as
 placed and after training are compared with the true fast waves: the relative distance
@@ -78,7 +79,9 @@ def cases(out: Path) -> dict[str, tuple[str, str]]:
             "p10_a": (str(ROOT / "problems/poisson10d.yaml"), adaptive),
             "rot_a": (str(ROOT / "problems/poisson10d_rotated.yaml"), adaptive),
             "prod_a": (str(ROOT / "problems/poisson5d_product.yaml"), adaptive),
-            "p2d_a": (str(ROOT / "problems/poisson2d_multiscale.yaml"), adaptive)}
+            "p2d_a": (str(ROOT / "problems/poisson2d_multiscale.yaml"), adaptive),
+            "p50_a": (str(ROOT / "problems/poisson50d.yaml"), adaptive),
+            "p100_a": (str(ROOT / "problems/poisson100d.yaml"), adaptive)}
 
 
 def row(case: str, run: Path) -> dict:

@@ -5,9 +5,15 @@ At each budget fraction in ``model.adapt_at`` the training loop calls :func:`ada
 1. the residual r = -Laplace u_theta - f of the current network (a float64 copy; for the
    Ritz loss the same strong residual) is handed to :func:`mscalednn.wavefinder.find_waves`,
    which returns wave vectors k (direction and magnitude) where r has power;
-2. waves already held by a unit (within the peak width, up to sign) are dropped; the rest,
+2. waves the source f itself has no power at are dropped: a plane wave of u* is one of
+   f = -Laplace u* (weighted by |k|^2), so a peak of r that f lacks is the network's own
+   content (at initialisation its random high-scale sin units; in d = 50 these are most of the
+   peaks), which its weights can undo without a new unit. The test is |F_f(k)| above
+   ``noise_factor`` times the sampling noise rms(f) / sqrt(n) on fresh points (independent of
+   the points the peak was found on, so the maximisation over k cannot fake it);
+3. waves already held by a unit (within the peak width, up to sign) are dropped; the rest,
    strongest first, up to ``max_new_waves`` and the free slots, get units;
-3. their amplitudes are the least-squares minimiser of the current batch's loss (residual
+4. their amplitudes are the least-squares minimiser of the current batch's loss (residual
    form: interior rows |k|^2 [cos, sin], boundary rows sqrt(beta) [cos, sin]) in the new
    amplitudes alone: the loss can only go down at placement.
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,30 +35,49 @@ import torch
 from .forward_laplacian import forward_laplacian
 from .nn.adaptive import AdaptiveMscaleDNN
 from .problem import PoissonProblem
-from .wavefinder import Waves, find_waves, fit_waves, least_squares, near, wave_basis
+from .wavefinder import Waves, find_waves, fit_waves, fourier_power, least_squares, near, wave_basis
+
+
+NOISE_FACTOR = 6.0  # a peak counts when its |F| exceeds this many times the sampling noise
 
 
 @dataclass
 class Adaptation:
-    """What one adaptation did: at ``step``, ``found`` waves (vectors and powers), ``placed``
-    the wave vectors that got units, in the slots ``slots``, in ``seconds``."""
+    """What one adaptation did: at ``step``, ``found`` waves (vectors and powers in the
+    residual), ``source_snr`` the source's power at each over its noise level (found waves with
+    less than the threshold are not placed), ``placed`` the wave vectors that got units, in the
+    slots ``slots``, in ``seconds``."""
 
     step: int
+    budget: tuple[float, float]
     found: Waves
+    source_snr: torch.Tensor
     placed: torch.Tensor
     slots: list[int]
     seconds: float
 
     def to_dict(self) -> dict:
-        return {"step": self.step, "seconds": self.seconds, "found": self.found.k.tolist(),
-                "power": self.found.power.tolist(), "noise": self.found.noise, "placed": self.placed.tolist(),
+        return {"step": self.step, "budget": list(self.budget), "seconds": self.seconds, "found": self.found.k.tolist(),
+                "power": self.found.power.tolist(), "noise": self.found.noise,
+                "source_snr": self.source_snr.tolist(), "placed": self.placed.tolist(),
                 "placed_slots": self.slots}
 
 
-def due(model: torch.nn.Module, t: float, done: int) -> bool:
-    """Whether an adaptation is due at budget fraction t after ``done`` adaptations (plain
-    Python numbers: no device synchronisation in the training step)."""
-    return isinstance(model, AdaptiveMscaleDNN) and done < len(model.adapt_at) and t >= model.adapt_at[done]
+def due(model: torch.nn.Module, t: float, done: list[dict]) -> bool:
+    """Whether an adaptation is due at budget fraction t after the adaptations ``done`` (their
+    records, each with its ``budget`` = [fraction at start, at end]; plain Python numbers: no
+    device synchronisation in the training step). The next one waits for its ``adapt_at``
+    fraction and for at least as much training as the last estimation took: where an estimation
+    outlasts the gap to the next fraction (a slow estimation in high dimension), the network
+    still trains in between, and the estimation never takes more than half the budget. With a
+    budget in steps the estimation takes none of it, so the steps adapted at are fixed."""
+    if not isinstance(model, AdaptiveMscaleDNN) or len(done) >= len(model.adapt_at):
+        return False
+    if done:
+        start, end = done[-1]["budget"]
+        if t < end + (end - start):
+            return False
+    return t >= model.adapt_at[len(done)]
 
 
 def residual_function(model: torch.nn.Module, problem: PoissonProblem):
@@ -60,6 +86,17 @@ def residual_function(model: torch.nn.Module, problem: PoissonProblem):
     for p in net.parameters():
         p.requires_grad_(False)
     return lambda x: -forward_laplacian(net, x, need_grad=False)[2] - problem.f(x)
+
+
+def source_snr(problem: PoissonProblem, K: torch.Tensor, generator: torch.Generator, n: int = 16000) -> torch.Tensor:
+    """|F_f(k)| / (rms(f) / sqrt(n)) for each row k of K [M, d], f the source (mean removed) on n
+    fresh uniform points of the box: about 1 (Rayleigh) where f has no wave, large where it has."""
+    lo, hi = torch.tensor(problem.lo, dtype=torch.float64), torch.tensor(problem.hi, dtype=torch.float64)
+    x = lo + (hi - lo) * torch.rand(n, problem.dim, dtype=torch.float64, generator=generator)
+    with torch.no_grad():
+        f = problem.f(x).double()
+    f = f - f.mean()
+    return fourier_power(f, x, K) / (float(f.norm()) / n + 1e-300)
 
 
 def least_squares_amplitudes(model: AdaptiveMscaleDNN, K: torch.Tensor, batch: tuple, beta: float) -> torch.Tensor:
@@ -82,21 +119,25 @@ def least_squares_amplitudes(model: AdaptiveMscaleDNN, K: torch.Tensor, batch: t
 
 
 def adapt(model: AdaptiveMscaleDNN, problem: PoissonProblem, batch: tuple, beta: float, step: int,
-          seed: int, index: int) -> Adaptation:
-    """The adaptation number ``index`` (from 0) of ``model`` (see the module docstring)."""
+          seed: int, index: int, budget: Callable[[float], float] = lambda seconds: 0.0) -> Adaptation:
+    """The adaptation number ``index`` (from 0) of ``model`` (see the module docstring).
+    ``budget(seconds)``: the budget fraction used after ``seconds`` more of training time (the
+    record keeps the fraction at the start and at the end)."""
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(1_000_003 * seed + 7919 * index + 17)
     lo, hi = torch.tensor(problem.lo), torch.tensor(problem.hi)
-    found = find_waves(residual_function(model, problem), lo, hi, generator)
+    found = find_waves(residual_function(model, problem), lo, hi, generator, noise_factor=NOISE_FACTOR)
+    snr = source_snr(problem, found.k, generator)
     radius = math.pi / float((hi - lo).max())
     held = model.waves.k.detach().cpu().double()[model.waves.active.cpu()]
-    new = found.k[~near(found.k, held, radius)][:min(model.max_new_waves, model.waves.free)]
+    new = found.k[(snr > NOISE_FACTOR) & ~near(found.k, held, radius)][:min(model.max_new_waves, model.waves.free)]
     slots: list[int] = []
     if new.shape[0]:
         amplitudes = least_squares_amplitudes(model, new, batch, beta)
         like = model.waves.k
         slots = model.place_waves(new.to(like), amplitudes.to(like))
-    return Adaptation(step, found, new, slots, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return Adaptation(step, (budget(0.0), budget(seconds)), found, snr, new, slots, seconds)
 
 
 def wave_report(model: AdaptiveMscaleDNN, problem: PoissonProblem, adaptations: list[dict],

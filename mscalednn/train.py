@@ -294,11 +294,11 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
                        f"{len(events)} of {config.max_retries})", file=sys.stderr)
             continue
         state.step, state.train_time = step, state.train_time + time.perf_counter() - t0
-        if adapt.due(model, budget_fraction(config.steps, config.time_limit, step, state.train_time),
-                     len(state.adaptations)):
+        used = lambda seconds: budget_fraction(config.steps, config.time_limit, step, state.train_time + seconds)  # noqa: E731
+        if adapt.due(model, used(0.0), state.adaptations):
             t1 = time.perf_counter()
             state.adaptations.append(adapt.adapt(model, problem, state.batch, beta, step, config.seed,
-                                                 len(state.adaptations)).to_dict())
+                                                 len(state.adaptations), used).to_dict())
             state.train_time += time.perf_counter() - t1  # the estimation is part of the training time
         done = step == config.steps or (config.time_limit is not None and state.train_time >= config.time_limit)
         # every row holds numbers measured at the parameters after ``step`` updates: this step's

@@ -78,17 +78,35 @@ def jennrich_directions(H: torch.Tensor, generator: torch.Generator) -> torch.Te
 
 
 def best_magnitudes(r: torch.Tensor, x: torch.Tensor, V: torch.Tensor, k_max: float,
-                    chunk: int = 64) -> torch.Tensor:
+                    chunk: int = 32) -> torch.Tensor:
     """For each unit direction v (rows of V), the t in (0, k_max] maximising |F(t v)|, on a
-    grid four times finer than the peak width 2 pi / (spread of v.x)."""
+    grid four times finer than the peak width 2 pi / (spread of v.x).
+
+    |F(t v)| is a one-dimensional non-uniform Fourier transform of r over the projections
+    p_j = v.x_j; it is computed by an FFT after spreading r onto a regular grid in p (linear
+    interpolation, B cells over the spread: at t = k_max the cell width is pi / (8 k_max) and
+    the transform is damped by at most sinc^2(pi / 16) = 0.987), so its cost is O(n + B log B)
+    per direction instead of O(n B)."""
     p = x @ V.T                                                   # [n, M]
-    span = (p.max(0).values - p.min(0).values).clamp_min(1e-12)
+    lo = p.min(0).values
+    span = (p.max(0).values - lo).clamp_min(1e-12)
+    cells = math.ceil(8 * k_max * float(span.max()) / math.pi) + 1
+    size = 4 * (cells - 1)                                        # zero padding: dt = 0.5 pi / span
     out = torch.empty(V.shape[0], dtype=x.dtype)
-    for j in range(V.shape[0]):
-        dt = 0.5 * math.pi / float(span[j])
-        t = torch.arange(dt, k_max + dt, dt, dtype=x.dtype)
-        power = torch.cat([fourier_power(r, p[:, j, None], tc[:, None]) for tc in torch.split(t, chunk)])
-        out[j] = t[power.argmax()]
+    for j0 in range(0, V.shape[0], chunk):
+        pc = (p[:, j0:j0 + chunk] - lo[j0:j0 + chunk]) / span[j0:j0 + chunk] * (cells - 1)   # in cells
+        m = pc.floor().clamp(0, cells - 2)
+        frac = pc - m
+        m = m.long().T + torch.arange(m.shape[1])[:, None] * cells                             # [M, n] flat
+        h = torch.zeros(m.shape[0] * cells, dtype=x.dtype)
+        h.index_add_(0, m.flatten(), (r[None, :] * (1 - frac.T)).flatten())
+        h.index_add_(0, (m + 1).flatten(), (r[None, :] * frac.T).flatten())
+        power = torch.fft.rfft(h.reshape(-1, cells), n=size, dim=1).abs()                    # [M, size/2+1]
+        dt = 2 * math.pi * (cells - 1) / (size * span[j0:j0 + chunk])                          # [M]
+        q_max = (k_max / dt).floor().long().clamp(1, size // 2)
+        q = torch.arange(power.shape[1])
+        power[(q[None, :] < 1) | (q[None, :] > q_max[:, None])] = -1.0
+        out[j0:j0 + chunk] = power.argmax(1) * dt
     return out
 
 
@@ -179,16 +197,19 @@ def wave_hessians(x: torch.Tensor, K: torch.Tensor, c: torch.Tensor) -> torch.Te
 
 
 def find_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor,
-               generator: torch.Generator, n_points: int = 4000, n_refine: int = 16000, n_hessian: int = 200,
+               generator: torch.Generator, n_points: int = 4000, n_refine: int = 16000, n_hessian: int | None = None,
                draws: int = 4, rounds: int = 4, k_max: float = 200.0, max_waves: int = 32,
-               noise_factor: float = 6.0, rel_threshold: float = 0.05, refine_steps: int = 150) -> Waves:
+               noise_factor: float = 6.0, rel_threshold: float = 0.05, refine_steps: int = 150,
+               max_candidates: int = 64) -> Waves:
     """The plane waves of ``fn`` (a function of x [n, d] -> [n], differentiable in x) on the box
     [lo, hi]: wave vectors with |k| <= about ``k_max``, strongest first, at most ``max_waves``,
     each with |F(k)| above ``noise_factor`` times the sampling noise and above
     ``rel_threshold`` times the strongest found in the same round.
 
     In ``rounds`` rounds of matching pursuit: candidates from the axes and ``draws`` Jennrich
-    diagonalisations, magnitudes and refinement on ``n_points`` points; the waves
+    diagonalisations of Hessians at ``n_hessian`` points (default 2000 / d within [20, 200]: the
+    Hessians cost 2d gradients each), magnitudes on ``n_points`` points, and refinement of the
+    ``max_candidates`` strongest (the cost of a round stays bounded as d grows); the waves
     found so far are fitted (least squares) and removed from r and from the Hessians before the
     next round, so that directions hidden by stronger or linearly dependent ones surface. A last
     refinement of all waves found on ``n_refine`` points sets their precision. Deterministic for a generator state."""
@@ -201,6 +222,7 @@ def find_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi:
     r = r - r.mean()
     noise = float(r.norm()) / math.sqrt(n_refine * n_points)  # rms(r) / sqrt(n_points)
     size = float((hi - lo).max())
+    n_hessian = n_hessian or min(200, max(20, round(2000 / d)))
     xh = box(n_hessian) if d > 1 else None
     H = hessians(fn, xh, 1e-3 * size) if d > 1 else None
     K = torch.zeros(0, d, dtype=torch.float64)
@@ -213,7 +235,9 @@ def find_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi:
             directions += [jennrich_directions(Hr, generator) for _ in range(draws)]
         V = torch.cat(directions)
         xs, rs = x[:n_points], rest[:n_points]
-        C = refine(rs, xs, V * best_magnitudes(rs, xs, V, k_max)[:, None], refine_steps, lr=0.05 * math.pi / size)
+        C = V * best_magnitudes(rs, xs, V, k_max)[:, None]
+        C = C[fourier_power(rs, xs, C).argsort(descending=True)[:max_candidates]]
+        C = refine(rs, xs, C, refine_steps, lr=0.05 * math.pi / size)
         power = fourier_power(rs, xs, C)
         keep = merge(C, power, radius=math.pi / size)
         C, power = C[keep], power[keep]

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from mscalednn import ConfigError, PoissonProblem, load_run_config, parse_expression, solve
-from mscalednn.adapt import least_squares_amplitudes
+from mscalednn.adapt import adapt, due, least_squares_amplitudes, source_snr
 from mscalednn.derivatives import value_grad_laplacian
 from mscalednn.forward_laplacian import forward_laplacian
 from mscalednn.nn import AdaptiveMscaleDNN
 from mscalednn.train import Checkpointing, seed_everything
-from mscalednn.wavefinder import distance, find_waves, fit_amplitudes, wave_basis
+from mscalednn.wavefinder import best_magnitudes, distance, find_waves, fit_amplitudes, fourier_power, wave_basis
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
@@ -60,6 +60,61 @@ def test_finds_linearly_dependent_directions_by_matching_pursuit():
     waves = find_waves(fn, torch.zeros(d), torch.ones(d), torch.Generator().manual_seed(1))
     errors, ok = matched(waves.k, K, 0.02)
     assert ok, errors
+
+
+def test_fft_magnitudes_match_the_direct_transform():
+    # the spread-and-FFT scan of |F(t v)| finds the same peak as the direct sum on the same t grid
+    gen = torch.Generator().manual_seed(4)
+    d = 6
+    x = torch.rand(3000, d, dtype=F64, generator=gen)
+    V = dense_unit(5, d, gen)
+    t_true = torch.tensor([12.0, 40.0, 75.0, 130.0, 185.0], dtype=F64)
+    r = torch.sin(x @ (V * t_true[:, None]).T + 0.4).sum(1)
+    t = best_magnitudes(r - r.mean(), x, V, 200.0)
+    span = (x @ V.T).max(0).values - (x @ V.T).min(0).values
+    assert ((t - t_true).abs() <= 0.5 * math.pi / span + 1e-9).all(), (t, t_true)  # within one grid step
+    for j in range(5):  # and the direct transform's argmax on that grid is the same grid point
+        grid = torch.arange(1, int(200.0 / (0.5 * math.pi / span[j])) + 1, dtype=F64) * 0.5 * math.pi / span[j]
+        direct = grid[fourier_power(r - r.mean(), x, grid[:, None] * V[j]).argmax()]
+        assert abs(float(direct - t[j])) < 1e-9 * float(t_true[j]) + 1e-6
+
+
+def test_the_source_check_tells_waves_of_the_solution_from_the_network_s_own():
+    d = 5
+    gen = torch.Generator().manual_seed(2)
+    k_true = 20.0 * dense_unit(1, d, gen)
+    k_net = 25.0 * dense_unit(1, d, gen)  # a wave the network has and u* has not
+    u = parse_expression(f"1 + 0.05*sin({' + '.join(f'{float(v)!r}*x[{i}]' for i, v in enumerate(k_true[0]))})", d)
+    problem = PoissonProblem(u, (0.0,) * d, (1.0,) * d, name="one wave")
+    snr = source_snr(problem, torch.cat([k_true, k_net, 1.03 * k_true]), torch.Generator().manual_seed(0))
+    assert snr[0] > 30 and snr[1] < 6  # f = -Laplace u* holds u*'s wave, not the network's
+    assert snr[2] > 6  # an estimate 3% off the true k (inside the peak) still counts
+
+
+def test_an_untrained_network_s_own_waves_get_no_units():
+    # in d = 20 the untrained network's residual peaks at its own random high-scale sin units;
+    # u* is smooth, so f has none of them and nothing fast is placed
+    d = 20
+    u = parse_expression("2 + sum(sin(pi*x)*cos(pi*roll(x, -1)))/sqrt(d)", d)
+    problem = PoissonProblem(u, (0.0,) * d, (1.0,) * d, name="smooth 20d")
+    torch.manual_seed(0)
+    model = load_run_config(ROOT / "configs" / "adaptive.yaml", ["model.width=48", "model.hidden_width=16"]).model.build(d)
+    model.set_output_scaling(2.0, 0.3)
+    x_in, x_bd = torch.rand(512, d), torch.rand(128, d)
+    record = adapt(model, problem, (x_in, x_bd, problem.f(x_in), problem.g(x_bd)), 100.0, step=1, seed=0, index=0)
+    fast = record.found.k.norm(dim=1) > 3 * math.pi
+    assert int(fast.sum()) >= 3 and (record.source_snr[fast] < 6).all()  # found, but not in f
+    assert (record.placed.norm(dim=1) <= 3 * math.pi).all() if len(record.placed) else True
+
+
+def test_the_next_estimation_waits_as_long_as_the_last_one_took():
+    model = AdaptiveMscaleDNN(2, width=8, depth=2, adapt_at=(0.0, 0.05, 0.2))
+    assert due(model, 0.0, [])
+    slow = [{"budget": [0.0, 0.08]}]  # the first estimation took 8% of the budget
+    assert not due(model, 0.1, slow) and due(model, 0.16, slow)  # the 5% mark is past; wait to 16%
+    quick = [{"budget": [0.0, 0.01]}]
+    assert not due(model, 0.04, quick) and due(model, 0.05, quick)
+    assert not due(torch.nn.Linear(2, 1), 0.5, [])  # not adaptive: never
 
 
 def test_units_at_the_true_wave_vectors_represent_the_solution_exactly():
