@@ -3,7 +3,8 @@
 A checkpoint holds the network's weights, the optimizer (Adam's moments and step counts), the
 learning-rate state (the schedule is a function of the step; a divergence retry scales it by
 ``lr_scale``), the random states (torch, NumPy, Python and the collocation sampler's own
-generators), the step, the training time, the history, the current collocation batch and,
+generators), the step, the training time, the history, the current collocation batch, the
+parameter average (``train.ema``) and,
 from the caller (``meta``), the resolved config. Training from a checkpoint of step s gives the
 same numbers as never stopping (CPU, float64: tests/test_reliability.py).
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import averaging
 from .errors import ConfigError
 from .outputs import load_plain, write_torch
 
@@ -57,6 +59,7 @@ def capture(state, sampler) -> dict:
             "optimizer": _cpu_copy(state.optimizer.state_dict()), "phase": state.phase,
             "phases": [dict(p) for p in state.phases],
             "adaptations": [dict(a) for a in state.adaptations],
+            "average": None if state.average is None else _cpu_copy(state.average.state_dict()),
             "batch": _cpu_copy(state.batch),
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(),
                     "python": random.getstate(), "sampler": sampler.state_dict(),
@@ -73,6 +76,10 @@ def restore(ckpt: dict, state, sampler, make_phase=None) -> None:
     state.optimizer.load_state_dict(_cpu_copy(ckpt["optimizer"]))
     state.phases = [dict(p) for p in ckpt["phases"]]
     state.adaptations = [dict(a) for a in ckpt.get("adaptations", [])]
+    average = ckpt.get("average")  # the parameter average (train.ema), restarted where none was kept
+    state.average = averaging.start(state.model, state.ema if state.optimizer.scheduled else None)
+    if state.average is not None and average is not None:
+        state.average.load_state_dict(average)
     state.step, state.train_time, state.lr_scale = ckpt["step"], ckpt["train_time"], ckpt["lr_scale"]
     state.history = [dict(row) for row in ckpt["history"]]
     state.rollbacks = [dict(r) for r in ckpt["rollbacks"]]

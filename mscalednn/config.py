@@ -99,6 +99,7 @@ class TrainConfig:
     scale_output: bool = True
     lbfgs_iterations: Annotated[int, Range(1, 10**4)] = 20
     damping: Annotated[float, Range(1e-12, 1e4)] = 1e-4
+    ema: Annotated[float, Range(0.0, 0.9999, lo_open=True)] | None = None
 
 
 @dataclass(frozen=True)

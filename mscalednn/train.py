@@ -8,6 +8,7 @@
         every log_every steps: log the loss terms (of the parameters before the step)
         every eval_every steps: the errors on the fixed test set and the loss, both at the new
             parameters, log
+        train.ema: update the average of the parameters (averaging.py; Adam phases only)
         adaptive MscaleDNN at a budget fraction in model.adapt_at: find the unresolved waves in
             the residual, give them units (adapt.py); its time counts against the budget
         call the hooks (every step; they see whether errors were just evaluated)
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import adapt
+from . import adapt, averaging
 from . import checkpoint as ckpt
 from . import losses
 from .config import TrainConfig
@@ -154,7 +155,8 @@ class TrainState:
     factor after divergence retries; ``batch``: the current collocation points and f, g there;
     ``phase``: the index of the optimizer phase, ``optimizer`` its update rule,
     :mod:`mscalednn.optimizers`; ``phases``: the steps at which each phase ran; ``adaptations``: what each adaptation of an
-    adaptive MscaleDNN found and placed, :class:`mscalednn.adapt.Adaptation`)."""
+    adaptive MscaleDNN found and placed, :class:`mscalednn.adapt.Adaptation`; ``ema``: the decay of the
+    parameter average ``average``, kept while an Adam phase runs, :mod:`mscalednn.averaging`)."""
 
     step: int
     model: torch.nn.Module
@@ -168,6 +170,8 @@ class TrainState:
     phase: int = 0
     phases: list[dict] = field(default_factory=list)
     adaptations: list[dict] = field(default_factory=list)
+    ema: float | None = None
+    average: torch.nn.Module | None = None
 
 
 @dataclass
@@ -243,7 +247,8 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
     def phase(index: int):
         return make_phase(schedule[index][0], objective, config)
 
-    state = TrainState(0, model, phase(0))
+    state = TrainState(0, model, phase(0), ema=config.ema)
+    state.average = averaging.start(model, config.ema if state.optimizer.scheduled else None)
     if resume is not None:
         ckpt.restore(resume, state, sampler, phase)
     good = ckpt.capture(state, sampler)  # the state a divergence rolls back to
@@ -267,6 +272,7 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
             state.phase, new_phase = state.phase + 1, True  # hand over to the next optimizer (fresh state)
         if new_phase:
             state.optimizer = phase(state.phase)
+            state.average = averaging.start(model, config.ema if state.optimizer.scheduled else None)
         if not state.phases or state.phases[-1]["index"] != state.phase:
             state.phases.append({"index": state.phase, "name": schedule[state.phase][0], "from_step": step})
         lr = (learning_rate(config, t) if state.optimizer.scheduled else 1.0) * state.lr_scale
@@ -293,6 +299,8 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
                        f"{event['to_step']} with the learning rate x{scale:g} (retry "
                        f"{len(events)} of {config.max_retries})", file=sys.stderr)
             continue
+        if state.average is not None:
+            state.average.update_parameters(model)
         state.step, state.train_time = step, state.train_time + time.perf_counter() - t0
         used = lambda seconds: budget_fraction(config.steps, config.time_limit, step, state.train_time + seconds)  # noqa: E731
         if adapt.due(model, used(0.0), state.adaptations):
@@ -300,6 +308,8 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
             state.adaptations.append(adapt.adapt(model, problem, state.batch, beta, step, config.seed,
                                                  len(state.adaptations), used).to_dict())
             state.train_time += time.perf_counter() - t1  # the estimation is part of the training time
+            if state.average is not None:  # new units: the average restarts at the new network
+                state.average = averaging.start(model, config.ema)
         done = step == config.steps or (config.time_limit is not None and state.train_time >= config.time_limit)
         # every row holds numbers measured at the parameters after ``step`` updates: this step's
         # loss was taken before its update, so it is the row of step - 1
@@ -310,17 +320,19 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
         else:
             bar.update(step, state.train_time)
         state.evaluated = step % config.eval_every == 0 or done or step == 1
-        if state.evaluated:  # the loss again, at the parameters the errors are measured at; in a
-            # forked generator, so that a recorded loss (Hutchinson's probes) cannot change training
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                interior_now, bc_now = objective.terms(state.batch)
-            record = {"step": step, "loss": interior_now + beta * bc_now, "loss_interior": interior_now,
-                      "loss_boundary": bc_now, "beta": beta, **evaluate(model, test), "lr": lr,
-                      "train_time_s": state.train_time, "elapsed_s": time.perf_counter() - start}
-            state.history.append(record)
-            bar.update(step, state.train_time, loss=record["loss"], rel_l2=record["rel_l2"])
-        for hook in hooks:
-            hook(state)
+        # the loss, errors and hooks see the reported network: the average where one is kept
+        with averaging.swapped_in(model, state.average if state.evaluated or hooks else None):
+            if state.evaluated:  # the loss again, at the parameters the errors are measured at; in a
+                # forked generator, so that a recorded loss (Hutchinson's probes) cannot change training
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    interior_now, bc_now = objective.terms(state.batch)
+                record = {"step": step, "loss": interior_now + beta * bc_now, "loss_interior": interior_now,
+                          "loss_boundary": bc_now, "beta": beta, **evaluate(model, test), "lr": lr,
+                          "train_time_s": state.train_time, "elapsed_s": time.perf_counter() - start}
+                state.history.append(record)
+                bar.update(step, state.train_time, loss=record["loss"], rel_l2=record["rel_l2"])
+            for hook in hooks:
+                hook(state)
         stopping = stop is not None and stop()
         if done or stopping or step % config.checkpoint_every == 0:
             save("completed" if done else "interrupted" if stopping else "running")
@@ -328,6 +340,7 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
             status = "completed" if done else "interrupted"
             break
     bar.close()
+    averaging.adopt(model, state.average)  # the result is the network whose errors were reported
     wall = time.perf_counter() - start
     final = state.history[-1] if status == "completed" else {}  # the evaluation of the last step
     metrics = {"status": status, **{k: final.get(k) for k in ("rel_l2", "rel_max", "rel_h1", "loss")},

@@ -61,7 +61,8 @@ def assert_same_run(a_history, b_history, a_metrics, b_metrics):
     ["train.sampler=uniform", "train.resample_every=1"],
     ["train.sampler=sobol", "train.resample_every=7"],           # the batch and the Sobol position
     ["train.operator=hutchinson", "train.probes=4", "train.lr_schedule=cosine"],  # torch's RNG
-], ids=["uniform", "sobol-resample7", "hutchinson"])
+    ["train.ema=0.9"],                                          # the parameter average
+], ids=["uniform", "sobol-resample7", "hutchinson", "ema"])
 def test_stop_and_resume_in_process_is_the_uninterrupted_run(extra, tmp_path):
     overrides = ["train.steps=60", "train.eval_every=10", "train.checkpoint_every=20", *extra]
     full = train(overrides)
