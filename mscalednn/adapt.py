@@ -63,19 +63,25 @@ class Adaptation:
                 "placed_slots": self.slots}
 
 
+ESTIMATION_SHARE = 0.05  # no estimation starts once the estimations have used this share of the budget
+
+
 def due(model: torch.nn.Module, t: float, done: list[dict]) -> bool:
     """Whether an adaptation is due at budget fraction t after the adaptations ``done`` (their
     records, each with its ``budget`` = [fraction at start, at end]; plain Python numbers: no
     device synchronisation in the training step). The next one waits for its ``adapt_at``
-    fraction and for at least as much training as the last estimation took: where an estimation
-    outlasts the gap to the next fraction (a slow estimation in high dimension), the network
-    still trains in between, and the estimation never takes more than half the budget. With a
-    budget in steps the estimation takes none of it, so the steps adapted at are fixed."""
+    fraction and for at least as much training as the last estimation took (where an estimation
+    outlasts the gap to the next fraction, the network still trains in between), and none starts
+    once the estimations so far have used ``ESTIMATION_SHARE`` of the budget: an estimation's
+    cost grows with d (at d = 100 about 20 s, 3% of 10 minutes, against 1% at d = 10), and the
+    first, on the untrained residual, is the one that finds most (docs/method.md section 6).
+    With a budget in steps the estimation takes none of it, so the steps adapted at are fixed."""
     if not isinstance(model, AdaptiveMscaleDNN) or len(done) >= len(model.adapt_at):
         return False
     if done:
         start, end = done[-1]["budget"]
-        if t < end + (end - start):
+        spent = sum(b - a for a, b in (record["budget"] for record in done))
+        if t < end + (end - start) or spent >= ESTIMATION_SHARE:
             return False
     return t >= model.adapt_at[len(done)]
 

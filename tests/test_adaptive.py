@@ -107,13 +107,15 @@ def test_an_untrained_network_s_own_waves_get_no_units():
     assert (record.placed.norm(dim=1) <= 3 * math.pi).all() if len(record.placed) else True
 
 
-def test_the_next_estimation_waits_as_long_as_the_last_one_took():
+def test_the_next_estimation_waits_as_long_as_the_last_one_took_and_they_stop_at_5_percent():
     model = AdaptiveMscaleDNN(2, width=8, depth=2, adapt_at=(0.0, 0.05, 0.2))
     assert due(model, 0.0, [])
-    slow = [{"budget": [0.0, 0.08]}]  # the first estimation took 8% of the budget
-    assert not due(model, 0.1, slow) and due(model, 0.16, slow)  # the 5% mark is past; wait to 16%
+    slow = [{"budget": [0.0, 0.04]}]  # the first estimation took 4% of the budget
+    assert not due(model, 0.07, slow) and due(model, 0.08, slow)  # the 5% mark is past; wait to 8%
     quick = [{"budget": [0.0, 0.01]}]
     assert not due(model, 0.04, quick) and due(model, 0.05, quick)
+    costly = [{"budget": [0.0, 0.03]}, {"budget": [0.06, 0.08]}]  # 5% of the budget spent
+    assert not due(model, 0.5, costly)  # no more estimations
     assert not due(torch.nn.Linear(2, 1), 0.5, [])  # not adaptive: never
 
 
