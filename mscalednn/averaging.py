@@ -5,7 +5,7 @@ residual loss the relative L2 error of the last iterate moves by a factor of 2-6
 evaluation to the next (poisson2d_multiscale with the adaptive config: between 4e-4 and 2.4e-3
 over the last 100 s of a 10-minute run). The exponential moving average of the parameters,
 theta_avg <- decay * theta_avg + (1 - decay) * theta (Polyak-Ruppert averaging over about
-1 / (1 - decay) steps), sits nearer the middle of that ball. With ``train.ema`` set, the training
+1 / (1 - decay) steps, after a warm-up), sits nearer the middle of that ball. With ``train.ema`` set, the training
 loop keeps such an average (torch.optim.swa_utils.AveragedModel) while an Adam phase runs, the
 errors are measured on it and the run's result is the averaged network.
 
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 
 def start(model: torch.nn.Module, decay: float | None) -> AveragedModel | None:
@@ -28,9 +28,24 @@ def start(model: torch.nn.Module, decay: float | None) -> AveragedModel | None:
     ``decay`` is None."""
     if decay is None:
         return None
-    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+    average = AveragedModel(model, multi_avg_fn=_ema(decay), use_buffers=False)
     average.update_parameters(model)  # the first update copies
     return average
+
+
+def _ema(decay: float):
+    """The update of an average of n iterates so far: theta_avg <- w theta_avg + (1 - w) theta
+    with w = min(decay, (1 + n) / (10 + n)) (the warm-up of TensorFlow's
+    ExponentialMovingAverage): a fresh average follows the iterates until about 9 / (1 - decay)
+    updates, instead of staying near the point it started from for 1 / (1 - decay) steps, so a
+    short run, or one just after a restart, is not reported at parameters it has left. The
+    weight is computed on the device (no synchronisation)."""
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        n = n.to(torch.float64)
+        weight = 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=decay)
+        for a, c in zip(averaged, current):
+            a.lerp_(c, weight.to(a.dtype))
+    return update
 
 
 @contextmanager

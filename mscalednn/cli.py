@@ -12,9 +12,9 @@ from pathlib import Path
 from .errors import MscaleError
 from .runtime import tune_allocator
 
-DEFAULT_MODEL = Path("configs/mscale.yaml")
+DEFAULT_MODEL = Path("configs/adaptive.yaml")  # the adaptive MscaleDNN
 # the same file beside the package, for a run started outside the repository (editable install)
-PACKAGED_MODEL = Path(__file__).resolve().parents[1] / "configs" / "mscale.yaml"
+PACKAGED_MODEL = Path(__file__).resolve().parents[1] / DEFAULT_MODEL
 
 
 class _Parser(argparse.ArgumentParser):
