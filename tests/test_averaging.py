@@ -31,9 +31,9 @@ def test_the_result_is_the_moving_average_of_the_adam_iterates():
         iterates.append([p.detach().clone() for p in state.model.parameters()])
 
     steps = ["train.steps=45", "train.eval_every=15"]
-    plain, problem = run(steps, hooks=[record])
+    plain, problem = run(steps + ["train.ema=null"], hooks=[record])  # the shipped configs average
     averaged, _ = run(steps + ["train.ema=0.8"])
-    first, _ = run(["train.steps=1", "train.eval_every=1", "train.lr=1e-300"])  # the initial parameters
+    first, _ = run(["train.steps=1", "train.eval_every=1", "train.lr=1e-300", "train.ema=null"])  # the start
     avg = [p.detach().clone() for p in first.model.parameters()]
     for n, theta in enumerate(iterates, start=1):  # n iterates averaged so far (the first: the start)
         w = min(0.8, (1 + n) / (10 + n))  # the warm-up: w = 0.8 from n = 35 on

@@ -401,8 +401,9 @@ def test_figures_and_files_leave_no_temporary_files(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["solve", PROBLEM, "--out", str(out), *sets(SMALL + ["train.steps=3"])]) == 0
     names = {p.name for p in out.iterdir()}
+    # the default (adaptive) network places poisson1d_multiscale's fast wave at step 1: waves.*
     assert {"loss_error.png", "solution.png", "model.pt", "checkpoint.pt", "metrics.json", "history.csv",
-            "config.yaml", ".lock"} == names
+            "config.yaml", ".lock", "waves.json", "waves.png"} == names
     assert (out / "solution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
