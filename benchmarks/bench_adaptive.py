@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from make_dense_problem import directions, problem_yaml  # noqa: E402
 
+from mscalednn.wavefinder import distance  # noqa: E402
+
 
 def true_fast_waves(case: str) -> np.ndarray | None:
     """The fast wave vectors of the case's problem, [M, d], or None when not plane waves."""
@@ -62,7 +64,6 @@ def nearest(true: np.ndarray, K: np.ndarray) -> np.ndarray:
     """For each true wave vector, the relative distance to the nearest row of K, up to sign."""
     if len(K) == 0:
         return np.full(len(true), np.inf)
-    from mscalednn.wavefinder import distance
     d = distance(torch.as_tensor(true, dtype=torch.float64), torch.as_tensor(K, dtype=torch.float64)).numpy()
     return d.min(axis=1) / np.linalg.norm(true, axis=1)
 

@@ -35,7 +35,7 @@ import torch
 from .forward_laplacian import forward_laplacian
 from .nn.adaptive import AdaptiveMscaleDNN
 from .problem import PoissonProblem
-from .wavefinder import Waves, find_waves, fit_waves, fourier_power, least_squares, near, wave_basis
+from .wavefinder import Waves, box_points, find_waves, fit_waves, fourier_power, least_squares, near, wave_basis
 
 
 NOISE_FACTOR = 6.0  # a peak counts when its |F| exceeds this many times the sampling noise
@@ -97,8 +97,7 @@ def residual_function(model: torch.nn.Module, problem: PoissonProblem):
 def source_snr(problem: PoissonProblem, K: torch.Tensor, generator: torch.Generator, n: int = 16000) -> torch.Tensor:
     """|F_f(k)| / (rms(f) / sqrt(n)) for each row k of K [M, d], f the source (mean removed) on n
     fresh uniform points of the box: about 1 (Rayleigh) where f has no wave, large where it has."""
-    lo, hi = torch.tensor(problem.lo, dtype=torch.float64), torch.tensor(problem.hi, dtype=torch.float64)
-    x = lo + (hi - lo) * torch.rand(n, problem.dim, dtype=torch.float64, generator=generator)
+    x = box_points(problem.lo, problem.hi, n, generator)
     with torch.no_grad():
         f = problem.f(x).double()
     f = f - f.mean()
@@ -155,8 +154,7 @@ def wave_report(model: AdaptiveMscaleDNN, problem: PoissonProblem, adaptations: 
     u* the waves are there to carry, as plane waves. ``amplitude_exact`` is that fit's amplitude
     sqrt(c^2 + s^2), about 0 where a unit holds no wave of u*. Rows sorted by it."""
     generator = torch.Generator().manual_seed(seed)
-    lo, hi = torch.tensor(problem.lo, dtype=torch.float64), torch.tensor(problem.hi, dtype=torch.float64)
-    x = lo + (hi - lo) * torch.rand(n, problem.dim, dtype=torch.float64, generator=generator)
+    x = box_points(problem.lo, problem.hi, n, generator)
     with torch.no_grad():
         net = copy.deepcopy(model).to("cpu", torch.float64)
         w = problem.u(x).detach().double() - net.scale_output(net.raw(x)).squeeze(-1)

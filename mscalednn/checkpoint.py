@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import averaging
 from .errors import ConfigError
 from .outputs import load_plain, write_torch
 
@@ -77,7 +76,7 @@ def restore(ckpt: dict, state, sampler, make_phase=None) -> None:
     state.phases = [dict(p) for p in ckpt["phases"]]
     state.adaptations = [dict(a) for a in ckpt.get("adaptations", [])]
     average = ckpt.get("average")  # the parameter average (train.ema), restarted where none was kept
-    state.average = averaging.start(state.model, state.ema if state.optimizer.scheduled else None)
+    state.restart_average()
     if state.average is not None and average is not None:
         state.average.load_state_dict(average)
     state.step, state.train_time, state.lr_scale = ckpt["step"], ckpt["train_time"], ckpt["lr_scale"]

@@ -173,6 +173,11 @@ class TrainState:
     ema: float | None = None
     average: torch.nn.Module | None = None
 
+    def restart_average(self) -> None:
+        """A fresh parameter average of the current network while an Adam phase runs (none in a
+        second-order phase, or without ``ema``)."""
+        self.average = averaging.start(self.model, self.ema if self.optimizer.scheduled else None)
+
 
 @dataclass
 class SolveResult:
@@ -248,7 +253,7 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
         return make_phase(schedule[index][0], objective, config)
 
     state = TrainState(0, model, phase(0), ema=config.ema)
-    state.average = averaging.start(model, config.ema if state.optimizer.scheduled else None)
+    state.restart_average()
     if resume is not None:
         ckpt.restore(resume, state, sampler, phase)
     good = ckpt.capture(state, sampler)  # the state a divergence rolls back to
@@ -272,7 +277,7 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
             state.phase, new_phase = state.phase + 1, True  # hand over to the next optimizer (fresh state)
         if new_phase:
             state.optimizer = phase(state.phase)
-            state.average = averaging.start(model, config.ema if state.optimizer.scheduled else None)
+            state.restart_average()
         if not state.phases or state.phases[-1]["index"] != state.phase:
             state.phases.append({"index": state.phase, "name": schedule[state.phase][0], "from_step": step})
         lr = (learning_rate(config, t) if state.optimizer.scheduled else 1.0) * state.lr_scale
@@ -308,8 +313,7 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
             state.adaptations.append(adapt.adapt(model, problem, state.batch, beta, step, config.seed,
                                                  len(state.adaptations), used).to_dict())
             state.train_time += time.perf_counter() - t1  # the estimation is part of the training time
-            if state.average is not None:  # new units: the average restarts at the new network
-                state.average = averaging.start(model, config.ema)
+            state.restart_average()  # new units: the average restarts at the new network
         done = step == config.steps or (config.time_limit is not None and state.train_time >= config.time_limit)
         # every row holds numbers measured at the parameters after ``step`` updates: this step's
         # loss was taken before its update, so it is the row of step - 1

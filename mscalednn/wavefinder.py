@@ -50,6 +50,12 @@ class Waves:
         return self.k.shape[0]
 
 
+def box_points(lo, hi, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n uniform points [n, d] of the box [lo, hi] (sequences or tensors), float64."""
+    lo, hi = torch.as_tensor(lo, dtype=torch.float64), torch.as_tensor(hi, dtype=torch.float64)
+    return lo + (hi - lo) * torch.rand(n, lo.numel(), dtype=torch.float64, generator=generator)
+
+
 def fourier_power(r: torch.Tensor, x: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """|F(k)| = |mean_j r_j exp(-i k.x_j)| for each row k of K [M, d]; r [n], x [n, d]."""
     phase = x @ K.T
@@ -215,15 +221,14 @@ def find_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi:
     refinement of all waves found on ``n_refine`` points sets their precision. Deterministic for a generator state."""
     lo, hi = lo.double(), hi.double()
     d = lo.numel()
-    box = lambda n: lo + (hi - lo) * torch.rand(n, d, dtype=torch.float64, generator=generator)  # noqa: E731
-    x = box(n_refine)
+    x = box_points(lo, hi, n_refine, generator)
     with torch.no_grad():
         r = fn(x).double()
     r = r - r.mean()
     noise = float(r.norm()) / math.sqrt(n_refine * n_points)  # rms(r) / sqrt(n_points)
     size = float((hi - lo).max())
     n_hessian = n_hessian or min(200, max(20, round(2000 / d)))
-    xh = box(n_hessian) if d > 1 else None
+    xh = box_points(lo, hi, n_hessian, generator) if d > 1 else None
     H = hessians(fn, xh, 1e-3 * size) if d > 1 else None
     K = torch.zeros(0, d, dtype=torch.float64)
     for _ in range(rounds):
