@@ -87,7 +87,7 @@ class TrainConfig:
     seed: Seed = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
-    operator: Literal["auto", "forward", "autograd", "hutchinson"] = "auto"
+    operator: Literal["auto", "forward", "autograd", "hutchinson", "sampled"] = "auto"
     probes: Count = 16
     chunk: Count | None = None
     compile: bool = False
@@ -293,9 +293,9 @@ def build_run_config(data: dict) -> RunConfig:
         raise ConfigError("model", f"expected a network of at most {MAX_PARAMETERS:.0e} parameters "
                           "(width, depth, scales)", f"{size:.3g} parameters")
     train = build_dataclass(TrainConfig, data.get("train"), "train")
-    if train.loss == "ritz" and train.operator == "hutchinson":
+    if train.loss == "ritz" and train.operator in ("hutchinson", "sampled"):
         raise ConfigError("train.operator", "expected auto, forward or autograd with the Ritz loss (it needs "
-                          "grad u only; hutchinson estimates a Laplacian)", train.operator)
+                          f"grad u only; {train.operator} estimates a Laplacian)", train.operator)
     _check_phases(train)
     return RunConfig(ModelConfig(kind, options), train)
 

@@ -6,7 +6,12 @@
 * ``forward``: the forward Laplacian (:mod:`mscalednn.forward_laplacian`); exact, one pass.
 * ``hutchinson``: an unbiased estimate, Laplace u ~ (1/K) sum_k v_k^T (Hess u) v_k over K
   Rademacher probes v_k (fresh at every call), by the forward pass with K input directions
-  instead of d: for very high dimension, where K << d.
+  instead of d: for very high dimension, where K << d. Its variance is 2 sum_{i != j} H_ij^2 / K:
+  none where the Hessian is diagonal (a sum of one-dimensional terms).
+* ``sampled``: an unbiased estimate from K of the d coordinates, drawn without replacement
+  at every point and call, Laplace u ~ (d/K) sum_{i in S} d^2u/dx_i^2 (stochastic dimension
+  gradient descent, SDGD: Hu et al. 2023); its variance comes from the spread of the diagonal
+  of the Hessian, none where all d^2u/dx_i^2 are equal. Exact for K >= d.
 * ``auto``: ``forward`` where every part of the model is supported, else ``autograd``.
 
 Each operator is a function (x) -> (u [N], grad u [N, d] or None, Laplace u [N]).
@@ -24,7 +29,8 @@ from .errors import ProblemError
 from .forward_laplacian import forward_laplacian, supports, unsupported_part
 
 Field = Callable[[torch.Tensor], torch.Tensor]
-OPERATORS = ("auto", "forward", "autograd", "hutchinson")
+OPERATORS = ("auto", "forward", "autograd", "hutchinson", "sampled")
+RANDOM = ("hutchinson", "sampled")  # the estimators: fresh directions at every call
 
 
 def _scalar(fn: Field, x: torch.Tensor) -> torch.Tensor:
@@ -75,6 +81,19 @@ def rademacher(n: int, probes: int, d: int, like: torch.Tensor) -> torch.Tensor:
     return (2 * signs - 1) / math.sqrt(probes)
 
 
+def coordinates(n: int, probes: int, d: int, like: torch.Tensor) -> torch.Tensor:
+    """Directions [n, K, d], K = min(probes, d): at each point K distinct coordinate axes, drawn
+    uniformly without replacement, scaled by sqrt(d / K): E[sum_k v_k v_k^T] = I, and the sum is
+    I itself for K = d."""
+    K = min(probes, d)
+    axes = torch.rand(n, d, device=like.device).argsort(dim=1)[:, :K]
+    P = torch.zeros(n, K, d, dtype=like.dtype, device=like.device)
+    return P.scatter_(2, axes[:, :, None], math.sqrt(d / K))
+
+
+DIRECTIONS = {"hutchinson": rademacher, "sampled": coordinates}
+
+
 def hutchinson_autograd(fn: Field, x: torch.Tensor, P: torch.Tensor, create_graph: bool = True):
     """u [N] and sum_k p_k^T (Hess u) p_k [N] for directions P [N, K, d], by autograd
     Hessian-vector products (one double backward per direction): the fallback estimator."""
@@ -102,22 +121,24 @@ def _fallback_warning(model: torch.nn.Module, name: str) -> None:
 def laplacian_operator(name: str, model: torch.nn.Module, probes: int = 16) -> Callable:
     """The function x -> (u, grad u or None, Laplace u) of ``model`` for operator ``name``.
 
-    ``forward`` or ``hutchinson`` on a model the forward pass does not know warns once, naming
+    ``forward``, ``hutchinson`` or ``sampled`` on a model the forward pass does not know warns once, naming
     the module, and falls back to autograd (nested, or Hessian-vector products).
     """
     if name not in OPERATORS:
         raise ValueError(f"operator must be one of {', '.join(OPERATORS)}, got {name!r}")
     fast = supports(model)
-    if not fast and name in ("forward", "hutchinson"):
+    if not fast and name in ("forward", *RANDOM):
         _fallback_warning(model, name)
-    if name == "hutchinson":
-        def hutchinson(x):
-            P = rademacher(x.shape[0], probes, x.shape[1], x)
+    if name in RANDOM:
+        draw = DIRECTIONS[name]
+
+        def estimate(x):
+            P = draw(x.shape[0], probes, x.shape[1], x)
             if fast:
                 return forward_laplacian(model, x, directions=P)
             u, est = hutchinson_autograd(model, x, P)
             return u, None, est
-        return hutchinson
+        return estimate
     if name == "autograd" or not fast:
         return lambda x: value_grad_laplacian(model, x)
     return lambda x: forward_laplacian(model, x)

@@ -36,7 +36,7 @@ from . import adapt, averaging
 from . import checkpoint as ckpt
 from . import losses
 from .config import TrainConfig
-from .derivatives import laplacian_operator, value_and_grad
+from .derivatives import RANDOM, laplacian_operator, value_and_grad
 from .forward_laplacian import forward_laplacian, supports
 from .gauss_newton import MAX_ENERGY_PARAMETERS
 from .errors import ConfigError
@@ -126,8 +126,10 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
     """The interior loss (x, f) -> mean over x, and the boundary penalty's weight.
 
     Ritz needs grad u only: one reverse pass (``auto``, ``autograd``) or the forward Jacobian
-    (``forward``); ``hutchinson`` estimates a Laplacian the Ritz loss does not use, so the config
-    refuses it. The residual loss needs Laplace u: the configured operator.
+    (``forward``); ``hutchinson`` and ``sampled`` estimate a Laplacian the Ritz loss does not
+    use, so the config refuses them. The residual loss needs Laplace u: the configured operator;
+    with an estimator, the product of two independent estimates of the residual at every point
+    (:func:`mscalednn.losses.residual_interior_unbiased`), each from half of the ``probes``.
     """
     if config.loss == "ritz":
         if config.operator == "forward" and supports(model):
@@ -137,6 +139,14 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
         else:
             grad = partial(value_and_grad, model)
         return (lambda x, f: losses.ritz_interior(*grad(x), f, problem.volume)), problem.boundary_area
+    if config.operator in RANDOM:  # half the probes for each of two independent estimates
+        estimate = laplacian_operator(config.operator, model, max(1, config.probes // 2))
+
+        def unbiased(x, f):
+            lap = estimate(torch.cat([x, x]))[2]  # fresh directions at every point: independent halves
+            return losses.residual_interior_unbiased(*lap.chunk(2), f)
+
+        return unbiased, 1.0
     if config.operator in ("auto", "forward") and supports(model):
         laplacian = partial(forward_laplacian, model, need_grad=False)  # grad u not needed here
     else:

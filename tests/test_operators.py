@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from mscalednn.derivatives import (hutchinson_autograd, laplacian_operator, rademacher,
+from mscalednn import losses
+from mscalednn.derivatives import (coordinates, hutchinson_autograd, laplacian_operator, rademacher,
                                    value_grad_laplacian)
 from mscalednn.forward_laplacian import forward_laplacian, unsupported_part
 from mscalednn.nn import MLP, MscaleDNN
@@ -193,3 +194,61 @@ def test_compiled_training_matches_eager():
             results.append(solve(problem, MLP(2, width=16, depth=2), cfg).metrics["rel_l2"])
         assert not [w for w in caught if "train.compile" in str(w.message)]  # it compiled: no fallback
     assert abs(results[0] - results[1]) < 1e-9 * results[0]
+
+
+def test_sampled_coordinates_are_exact_with_every_axis_and_unbiased_with_fewer():
+    """SDGD: K = d coordinates give the Laplacian exactly; K < d distinct axes per point, each
+    scaled by sqrt(d/K), average to it (all C(d, K) subsets are equally likely)."""
+    torch.manual_seed(5)
+    model = MLP(6, width=12, depth=3, activation="tanh").double()
+    x = torch.rand(20, 6, dtype=torch.float64)
+    exact = value_grad_laplacian(model, x)[2]
+    assert torch.allclose(laplacian_operator("sampled", model, probes=6)(x)[2], exact, rtol=1e-10, atol=1e-10)
+    P = coordinates(20, 2, 6, x)
+    assert torch.equal((P != 0).sum(dim=(1, 2)), torch.full((20,), 2))          # two distinct axes
+    assert torch.allclose(P.square().sum(dim=(1, 2)), torch.full((20,), 6.0, dtype=torch.float64))
+    op = laplacian_operator("sampled", model, probes=2)
+    samples = torch.stack([op(x)[2].detach() for _ in range(600)])
+    se = samples.std(dim=0) / 600 ** 0.5
+    assert ((samples.mean(dim=0) - exact).abs() < 5 * se + 1e-12).all()
+    assert (samples.std(dim=0) > 0).all()
+
+
+@pytest.mark.parametrize("operator", ["hutchinson", "sampled"])
+def test_the_residual_loss_of_an_estimator_is_unbiased(operator):
+    """With a random Laplacian the residual loss is the product of two independent estimates.
+    Where the network solves the PDE (f = -Laplace u_theta at the points) the exact loss and its
+    gradient are 0: the product's mean over draws and its mean gradient are 0 within 5 standard
+    errors, while the square of one estimate is positive by the estimator's variance and its
+    gradient pulls the network away from the solution."""
+    from mscalednn import PoissonProblem, TrainConfig, parse_expression
+    from mscalednn.train import _interior_loss
+
+    torch.manual_seed(2)
+    model = MLP(5, width=10, depth=2, activation="tanh").double()
+    with torch.no_grad():
+        model.stack.layers[0].weight.mul_(3.0)  # a Hessian with large entries: an estimator with a large variance
+    x = torch.rand(40, 5, dtype=torch.float64)
+    f = -value_grad_laplacian(model, x)[2].detach()
+    problem = PoissonProblem(parse_expression("sum(x**2)", 5), (0.0,) * 5, (1.0,) * 5)  # only its type is used
+    params = list(model.parameters())
+    n = 2000
+
+    def draws(loss_fn):
+        values, grads = [], []
+        for _ in range(n):
+            loss = loss_fn(x, f)
+            values.append(loss.detach())
+            grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(
+                loss, params, allow_unused=True, materialize_grads=True)]))
+        return torch.stack(values), torch.stack(grads)
+
+    def significant(samples):  # is the mean 0 within 5 standard errors (per entry)?
+        return (samples.mean(0).abs() > 5 * samples.std(0) / n ** 0.5 + 1e-12)
+
+    unbiased, _ = _interior_loss(problem, model, TrainConfig(operator=operator, probes=2))
+    L, G = draws(unbiased)
+    assert not significant(L[:, None]).any() and not significant(G).any()
+    estimate = laplacian_operator(operator, model, probes=1)
+    L, G = draws(lambda x, f: losses.residual_interior(estimate(x)[2], f))
+    assert significant(L[:, None]).all() and float(L.min()) > 0 and significant(G).any()
