@@ -10,7 +10,8 @@ Laplacian + squared residual + backward to the parameters, by three exact method
 
 and, with ``--methods ...``, ``forward+compile`` (the same under torch.compile, as
 ``train.compile: true`` runs it; compilation happens in the warm-up step and is not timed)
-and ``hutchinson``, the Hutchinson estimate (16 Rademacher probes; not exact).
+``hutchinson``, the Hutchinson estimate (16 Rademacher probes; not exact), and ``sampled``,
+the sampled-coordinates estimate (16 of the d axes, gathered; not exact).
 Every worker process calls ``mscalednn.runtime.tune_allocator()`` (as ``mscale`` does), whatever
 the method. Each (method, model, d) runs in a fresh process (median of repeats after a warm-up);
 the table prints times, the ratio to nested autograd measured in the same run, and peak memory;
@@ -20,6 +21,7 @@ with the float64 CPU reference first.
     python benchmarks/bench_laplacian.py                  # d in 2, 10, 50, 100
     python benchmarks/bench_laplacian.py --quick --json out.json
     python benchmarks/bench_laplacian.py --device cuda --check
+    python benchmarks/bench_laplacian.py --methods forward hutchinson sampled --dims 100 1000 --reps 3
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ def laplacian_fn(method: str, net):
         return lambda x: forward_laplacian(net, x, need_grad=False)[2]
     if method == "nested":
         return lambda x: value_grad_laplacian(net, x)[2]
-    if method == "hutchinson":
-        op = laplacian_operator("hutchinson", net, probes=16)
+    if method in ("hutchinson", "sampled"):
+        op = laplacian_operator(method, net, probes=16)
         return lambda x: op(x)[2]
     from torch.func import functional_call, jacfwd, jacrev, vmap
     params = dict(net.named_parameters())
@@ -140,6 +142,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--worker", nargs=3, metavar=("METHOD", "MODEL", "D"), help=argparse.SUPPRESS)
+    ap.add_argument("--dims", nargs="+", type=int, default=None, help="input dimensions (default 2 10 50 100)")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--depth", type=int, default=4)
@@ -152,7 +155,7 @@ def main() -> None:
         method, model, d = args.worker
         print(json.dumps(worker(method, model, int(d), args.n, args.width, args.depth, reps, args.device)))
         return
-    dims = (10, 100) if args.quick else (2, 10, 50, 100)
+    dims = args.dims or ((10, 100) if args.quick else (2, 10, 50, 100))
     methods = [m for m in args.methods if not (args.quick and m == "torch.func")]
     records = []
     if args.check:

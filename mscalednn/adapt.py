@@ -32,10 +32,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward_laplacian import forward_laplacian
+from .forward_laplacian import auto_chunk, forward_laplacian
 from .nn.adaptive import AdaptiveMscaleDNN
 from .problem import PoissonProblem
-from .wavefinder import Waves, box_points, find_waves, fit_waves, fourier_power, least_squares, near, wave_basis
+from .wavefinder import (Waves, box_points, find_waves, fit_waves, fourier_power, hessian_points, least_squares, near,
+                         wave_basis)
 
 
 NOISE_FACTOR = 6.0  # a peak counts when its |F| exceeds this many times the sampling noise
@@ -55,12 +56,13 @@ class Adaptation:
     placed: torch.Tensor
     slots: list[int]
     seconds: float
+    skipped: str | None = None
 
     def to_dict(self) -> dict:
         return {"step": self.step, "budget": list(self.budget), "seconds": self.seconds, "found": self.found.k.tolist(),
                 "power": self.found.power.tolist(), "noise": self.found.noise,
                 "source_snr": self.source_snr.tolist(), "placed": self.placed.tolist(),
-                "placed_slots": self.slots}
+                "placed_slots": self.slots, "skipped": self.skipped}
 
 
 ESTIMATION_SHARE = 0.05  # no estimation starts once the estimations have used this share of the budget
@@ -80,18 +82,43 @@ def due(model: torch.nn.Module, t: float, done: list[dict]) -> bool:
         return False
     if done:
         start, end = done[-1]["budget"]
-        spent = sum(b - a for a, b in (record["budget"] for record in done))
-        if t < end + (end - start) or spent >= ESTIMATION_SHARE:
+        if t < end + (end - start) or share_left(done) <= 0:
             return False
     return t >= model.adapt_at[len(done)]
 
 
+def share_left(done: list[dict]) -> float:
+    """The budget fraction the estimations may still use after the adaptations ``done``."""
+    return ESTIMATION_SHARE - sum(b - a for a, b in (record["budget"] for record in done))
+
+
 def residual_function(model: torch.nn.Module, problem: PoissonProblem):
-    """x -> -Laplace u_theta(x) - f(x) for a float64 copy of ``model`` (differentiable in x)."""
+    """x -> -Laplace u_theta(x) - f(x) for a float64 copy of ``model`` (differentiable in x), in
+    chunks of points that keep the jets' memory bounded (at d = 1000, 16,000 points at once
+    would need 30 GB)."""
     net = copy.deepcopy(model).to("cpu", torch.float64)  # the estimator works on the CPU
     for p in net.parameters():
         p.requires_grad_(False)
-    return lambda x: -forward_laplacian(net, x, need_grad=False)[2] - problem.f(x)
+    chunk = auto_chunk(net, problem.dim)
+    return lambda x: torch.cat([-forward_laplacian(net, xc, need_grad=False)[2] - problem.f(xc)
+                                for xc in x.split(chunk)])
+
+
+PROBE_POINTS = 256  # the residual is timed on this many points to predict an estimation's cost
+
+
+def predicted_seconds(fn, problem: PoissonProblem, n_refine: int = 16000) -> float:
+    """A lower bound on find_waves' time for the residual ``fn``: its cost on ``PROBE_POINTS``
+    points, scaled to the ``n_refine`` values and the 2d gradients at each Hessian point (a
+    gradient counted as three evaluations). The exact Laplacian's cost grows with d: at d = 1000
+    the estimation alone would take minutes."""
+    d = problem.dim
+    x = box_points(problem.lo, problem.hi, PROBE_POINTS, torch.Generator().manual_seed(0))
+    start = time.perf_counter()
+    with torch.no_grad():
+        fn(x)
+    probe = time.perf_counter() - start
+    return probe * (n_refine + (3 * 2 * d * hessian_points(d) if d > 1 else 0)) / PROBE_POINTS
 
 
 def source_snr(problem: PoissonProblem, K: torch.Tensor, generator: torch.Generator, n: int = 16000) -> torch.Tensor:
@@ -124,14 +151,25 @@ def least_squares_amplitudes(model: AdaptiveMscaleDNN, K: torch.Tensor, batch: t
 
 
 def adapt(model: AdaptiveMscaleDNN, problem: PoissonProblem, batch: tuple, beta: float, step: int,
-          seed: int, index: int, budget: Callable[[float], float] = lambda seconds: 0.0) -> Adaptation:
+          seed: int, index: int, budget: Callable[[float], float] = lambda seconds: 0.0,
+          share: float = ESTIMATION_SHARE) -> Adaptation:
     """The adaptation number ``index`` (from 0) of ``model`` (see the module docstring).
     ``budget(seconds)``: the budget fraction used after ``seconds`` more of training time (the
-    record keeps the fraction at the start and at the end)."""
+    record keeps the fraction at the start and at the end). An estimation whose predicted time
+    (:func:`predicted_seconds`) would take more than ``share`` of the budget is skipped, and the
+    record says why."""
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(1_000_003 * seed + 7919 * index + 17)
     lo, hi = torch.tensor(problem.lo), torch.tensor(problem.hi)
-    found = find_waves(residual_function(model, problem), lo, hi, generator, noise_factor=NOISE_FACTOR)
+    fn = residual_function(model, problem)
+    predicted = predicted_seconds(fn, problem)
+    if budget(predicted) - budget(0.0) > share:
+        seconds = time.perf_counter() - start
+        none = torch.zeros(0, problem.dim, dtype=torch.float64)
+        return Adaptation(step, (budget(0.0), budget(seconds)), Waves(none, torch.zeros(0), 0.0), torch.zeros(0),
+                          none, [], seconds, skipped=f"the estimation would take at least {predicted:.0f} s, more "
+                          f"than the {share:.1%} of the budget left to estimations")
+    found = find_waves(fn, lo, hi, generator, noise_factor=NOISE_FACTOR)
     snr = source_snr(problem, found.k, generator)
     radius = math.pi / float((hi - lo).max())
     held = model.waves.k.detach().cpu().double()[model.waves.active.cpu()]

@@ -180,6 +180,9 @@ def _solve(args, held: contextlib.ExitStack) -> int:
     save_checkpoint(out / "model.pt", result.model, run.model, problem.dim, {"step": m["steps"]})
     plot_history(result.history, out / "loss_error.png", m["absolute_errors"])
     plot_solution(problem, result.model, out / "solution.png")
+    skipped = [a for a in m["adaptations"] if a.get("skipped")]
+    if skipped:
+        print(f"note: {len(skipped)} of {len(m['adaptations'])} wave estimations skipped: {skipped[0]['skipped']}")
     if m["adaptations"]:  # the adaptive MscaleDNN: its waves against the exact solution's
         from .adapt import wave_report
         from .plots import plot_waves

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 
 from .errors import ProblemError
-from .forward_laplacian import forward_laplacian, supports, unsupported_part
+from .forward_laplacian import Axes, forward_laplacian, supports, unsupported_part
 
 Field = Callable[[torch.Tensor], torch.Tensor]
 OPERATORS = ("auto", "forward", "autograd", "hutchinson", "sampled")
@@ -81,14 +81,12 @@ def rademacher(n: int, probes: int, d: int, like: torch.Tensor) -> torch.Tensor:
     return (2 * signs - 1) / math.sqrt(probes)
 
 
-def coordinates(n: int, probes: int, d: int, like: torch.Tensor) -> torch.Tensor:
-    """Directions [n, K, d], K = min(probes, d): at each point K distinct coordinate axes, drawn
-    uniformly without replacement, scaled by sqrt(d / K): E[sum_k v_k v_k^T] = I, and the sum is
-    I itself for K = d."""
+def coordinates(n: int, probes: int, d: int, like: torch.Tensor) -> Axes:
+    """Directions (:class:`~mscalednn.forward_laplacian.Axes`, [n, K, d] as indices),
+    K = min(probes, d): at each point K distinct coordinate axes, drawn uniformly without
+    replacement, scaled by sqrt(d / K): E[sum_k v_k v_k^T] = I, and the sum is I itself for K = d."""
     K = min(probes, d)
-    axes = torch.rand(n, d, device=like.device).argsort(dim=1)[:, :K]
-    P = torch.zeros(n, K, d, dtype=like.dtype, device=like.device)
-    return P.scatter_(2, axes[:, :, None], math.sqrt(d / K))
+    return Axes(torch.rand(n, d, device=like.device).argsort(dim=1)[:, :K], math.sqrt(d / K), d)
 
 
 DIRECTIONS = {"hutchinson": rademacher, "sampled": coordinates}
@@ -136,7 +134,7 @@ def laplacian_operator(name: str, model: torch.nn.Module, probes: int = 16) -> C
             P = draw(x.shape[0], probes, x.shape[1], x)
             if fast:
                 return forward_laplacian(model, x, directions=P)
-            u, est = hutchinson_autograd(model, x, P)
+            u, est = hutchinson_autograd(model, x, P.dense(x.dtype) if isinstance(P, Axes) else P)
             return u, None, est
         return estimate
     if name == "autograd" or not fast:

@@ -24,8 +24,9 @@ What keeps it fast (benchmarks/RESULTS.md measures each step):
   closed-form sigma''';
 * ``need_grad=False`` (a loss that needs only the Laplacian) skips the last Jacobian.
 
-``directions`` replaces the identity input Jacobian by K directions P [N, K, d]; the "Laplacian"
-then is sum_k p_k^T (Hess u) p_k, which for Rademacher P / sqrt(K) is Hutchinson's estimate.
+``directions`` replaces the identity input Jacobian by K directions P [N, K, d] (or :class:`Axes`,
+coordinate axes kept as indices); the "Laplacian" then is sum_k p_k^T (Hess u) p_k, which for
+Rademacher P / sqrt(K) is Hutchinson's estimate, and for K scaled random axes the sampled one.
 """
 
 from __future__ import annotations
@@ -61,6 +62,28 @@ class FirstJet(NamedTuple):
     D: torch.Tensor   # [..., N, w]
     A: torch.Tensor   # [..., d, w]
     L: torch.Tensor   # [..., N, w]
+
+
+class Axes(NamedTuple):
+    """Input directions that are scaled coordinate axes, P[n, k] = scale * e_{index[n, k]}, kept
+    as indices: projecting a weight matrix on them is a gather of its rows, not a matmul over d
+    (:func:`mscalednn.derivatives.coordinates`)."""
+
+    index: torch.Tensor  # [N, K]
+    scale: float
+    d: int
+
+    def dense(self, dtype: torch.dtype) -> torch.Tensor:
+        """The directions as a tensor [N, K, d]."""
+        P = torch.zeros(*self.index.shape, self.d, dtype=dtype, device=self.index.device)
+        return P.scatter_(2, self.index[..., None], self.scale)
+
+
+def _project(P: torch.Tensor | Axes, W: torch.Tensor) -> torch.Tensor:
+    """P W for directions P [N, K, d] and W [..., d, w]: [..., N, K, w]."""
+    if isinstance(P, Axes):
+        return P.scale * W[..., P.index, :]
+    return P @ (W.unsqueeze(-3) if W.dim() == 3 else W)
 
 
 def _inside(z: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -224,7 +247,7 @@ def _first(act: nn.Module | None, x: torch.Tensor, Wt: torch.Tensor, b: torch.Te
     z = x @ Wt
     z = z if b is None else z + b
     if P is not None:
-        zj = Jet(z, P @ (Wt.unsqueeze(-3) if Wt.dim() == 3 else Wt), torch.zeros_like(z))
+        zj = Jet(z, _project(P, Wt), torch.zeros_like(z))
         return _pair(zj, scale) if act is None else _act(act, zj, fused=fused)
     q = Wt.square().sum(dim=-2, keepdim=True)                      # [..., 1, w]
     if act is None and not fused:
@@ -282,6 +305,7 @@ def _dense(act: nn.Module, h: Jet | FirstJet, W: torch.Tensor, b: torch.Tensor, 
 def _input_jet(x: torch.Tensor, P: torch.Tensor | None = None) -> Jet:
     N, d = x.shape
     J = torch.eye(d, dtype=x.dtype, device=x.device).expand(N, d, d) if P is None else P
+    J = J.dense(x.dtype) if isinstance(J, Axes) else J
     return Jet(x, J, torch.zeros_like(x))
 
 
@@ -336,7 +360,7 @@ def _waves(waves: PlaneWaves, x: torch.Tensor, need_grad: bool, P: torch.Tensor 
     cos, sin = torch.cos(z), torch.sin(z)
     value = cos * c[:, 0] + sin * c[:, 1]                         # [N, S]
     J = (sin * -c[:, 0] + cos * c[:, 1]) @ K if need_grad else None
-    q = (K * K).sum(-1) if P is None else (P @ K.T).square().sum(-2)  # [S] or [N, S]
+    q = (K * K).sum(-1) if P is None else _project(P, K.T).square().sum(-2)  # [S] or [N, S]
     return Jet(value.sum(-1, keepdim=True), None if J is None else J.unsqueeze(-1),
                -(value * q).sum(-1, keepdim=True))
 
@@ -366,3 +390,13 @@ def forward_laplacian(model: nn.Module, x: torch.Tensor, need_grad: bool = True,
         out = Jet(out.v + w.v, None if out.J is None else out.J + w.J, out.L + w.L)
     c, s = model.output_shift, model.output_scale  # u = c + s * y
     return c + s * out.v[..., 0], (s * out.J[..., 0] if need_grad else None), s * out.L[..., 0]
+
+
+def auto_chunk(model: torch.nn.Module, dim: int, budget: int = 2**23) -> int:
+    """Points per backward pass so that the largest Jacobian tensor of a layer, [points, dim,
+    units], stays under ``budget`` elements (32 MiB in float32), but never under 256 points.
+    ``units`` counts every copy a weight is batched over: a weight [n, a, b] of n subnetworks
+    gives a Jacobian [n, points, dim, max(a, b)]."""
+    units = max((math.prod(p.shape[:-2]) * max(p.shape[-2:]) for p in model.parameters() if p.dim() >= 2),
+                default=1)
+    return max(256, budget // (dim * units))

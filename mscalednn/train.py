@@ -37,7 +37,7 @@ from . import checkpoint as ckpt
 from . import losses
 from .config import TrainConfig
 from .derivatives import RANDOM, laplacian_operator, value_and_grad
-from .forward_laplacian import forward_laplacian, supports
+from .forward_laplacian import auto_chunk, forward_laplacian, supports
 from .gauss_newton import MAX_ENERGY_PARAMETERS
 from .errors import ConfigError
 from .metrics import EvalSet, evaluate
@@ -90,16 +90,6 @@ def boundary_weight(config: TrainConfig, t: float) -> float:
     if config.beta_schedule == "fixed":
         return config.beta
     return config.beta * [m for start, m in BETA_STAGES if t >= start][-1]
-
-
-def auto_chunk(model: torch.nn.Module, dim: int, budget: int = 2**23) -> int:
-    """Points per backward pass so that the largest Jacobian tensor of a layer, [points, dim,
-    units], stays under ``budget`` elements (32 MiB in float32), but never under 256 points.
-    ``units`` counts every copy a weight is batched over: a weight [n, a, b] of n subnetworks
-    gives a Jacobian [n, points, dim, max(a, b)]."""
-    units = max((math.prod(p.shape[:-2]) * max(p.shape[-2:]) for p in model.parameters() if p.dim() >= 2),
-                default=1)
-    return max(256, budget // (dim * units))
 
 
 def compile_loss(fn: Callable) -> Callable:
@@ -156,6 +146,14 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
         return losses.residual_interior(laplacian(x)[2], f)
 
     return residual, 1.0
+
+
+def jacobian_rows(config: TrainConfig, dim: int) -> int:
+    """Rows of the input Jacobian the interior loss carries per point: d, or the estimator's
+    directions (two estimates of ``probes / 2``, at most d each)."""
+    if config.operator in RANDOM:
+        return 2 * min(max(1, config.probes // 2), dim)
+    return dim
 
 
 @dataclass
@@ -247,7 +245,7 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
                              "grad u*": (test.x, torch.as_tensor(test.grad_u))})
     interior_loss, bc_weight = _interior_loss(problem, model, config)
     objective = Objective(model, compile_loss(interior_loss) if config.compile else interior_loss, interior_loss,
-                          bc_weight, config.chunk or auto_chunk(model, problem.dim),
+                          bc_weight, config.chunk or auto_chunk(model, jacobian_rows(config, problem.dim)),
                           problem.volume if config.loss == "ritz" else None)
     schedule = phases_of(config)
     if any(name == "gauss_newton" for name, _ in schedule) and not supports(model):
@@ -321,7 +319,8 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
         if adapt.due(model, used(0.0), state.adaptations):
             t1 = time.perf_counter()
             state.adaptations.append(adapt.adapt(model, problem, state.batch, beta, step, config.seed,
-                                                 len(state.adaptations), used).to_dict())
+                                                 len(state.adaptations), used,
+                                                 adapt.share_left(state.adaptations)).to_dict())
             state.train_time += time.perf_counter() - t1  # the estimation is part of the training time
             state.restart_average()  # new units: the average restarts at the new network
         done = step == config.steps or (config.time_limit is not None and state.train_time >= config.time_limit)

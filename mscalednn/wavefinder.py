@@ -202,6 +202,12 @@ def wave_hessians(x: torch.Tensor, K: torch.Tensor, c: torch.Tensor) -> torch.Te
     return torch.einsum("nm,mi,mj->nij", coef, K, K)
 
 
+def hessian_points(d: int) -> int:
+    """The default number of points find_waves takes Hessians at: 2000 / d within [20, 200] (each
+    costs 2d gradients of the function)."""
+    return min(200, max(20, round(2000 / d)))
+
+
 def find_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor,
                generator: torch.Generator, n_points: int = 4000, n_refine: int = 16000, n_hessian: int | None = None,
                draws: int = 4, rounds: int = 4, k_max: float = 200.0, max_waves: int = 32,
@@ -227,7 +233,7 @@ def find_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi:
     r = r - r.mean()
     noise = float(r.norm()) / math.sqrt(n_refine * n_points)  # rms(r) / sqrt(n_points)
     size = float((hi - lo).max())
-    n_hessian = n_hessian or min(200, max(20, round(2000 / d)))
+    n_hessian = n_hessian or hessian_points(d)
     xh = box_points(lo, hi, n_hessian, generator) if d > 1 else None
     H = hessians(fn, xh, 1e-3 * size) if d > 1 else None
     K = torch.zeros(0, d, dtype=torch.float64)

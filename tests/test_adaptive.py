@@ -3,13 +3,14 @@ the true wave vectors represent the function exactly, the network's forward Lapl
 and an adaptive run is reproducible and survives a stop and resume."""
 
 import math
+from unittest.mock import patch
 from pathlib import Path
 
 import pytest
 import torch
 
 from mscalednn import ConfigError, PoissonProblem, load_run_config, parse_expression, solve
-from mscalednn.adapt import adapt, due, least_squares_amplitudes, source_snr
+from mscalednn.adapt import adapt, due, least_squares_amplitudes, predicted_seconds, residual_function, source_snr
 from mscalednn.derivatives import value_grad_laplacian
 from mscalednn.forward_laplacian import forward_laplacian
 from mscalednn.nn import AdaptiveMscaleDNN
@@ -117,6 +118,38 @@ def test_the_next_estimation_waits_as_long_as_the_last_one_took_and_they_stop_at
     costly = [{"budget": [0.0, 0.03]}, {"budget": [0.06, 0.08]}]  # 5% of the budget spent
     assert not due(model, 0.5, costly)  # no more estimations
     assert not due(torch.nn.Linear(2, 1), 0.5, [])  # not adaptive: never
+
+
+def test_an_estimation_predicted_to_overrun_its_share_is_skipped_and_says_why():
+    """The estimation's cost is predicted from the residual's on a few points (the exact
+    Laplacian's cost grows with d); where it would take more than the share of the budget left,
+    nothing is estimated or placed, and the record says so. With enough share it runs."""
+    d = 3
+    problem = PoissonProblem(parse_expression("sin(6*pi*x[0])", d), (0.0,) * d, (1.0,) * d)
+    torch.manual_seed(0)
+    model = AdaptiveMscaleDNN(d, width=8, depth=2)
+    x_in, x_bd = torch.rand(256, d), torch.rand(64, d)
+    batch = (x_in, x_bd, problem.f(x_in), problem.g(x_bd))
+    fn = residual_function(model, problem)
+    assert predicted_seconds(fn, problem) > 0
+    tight = adapt(model, problem, batch, 100.0, step=1, seed=0, index=0, budget=lambda s: s / 1e-6, share=0.05)
+    assert tight.skipped and "would take at least" in tight.skipped
+    assert len(tight.found) == 0 and len(tight.placed) == 0 and int(model.waves.active.sum()) == 0
+    assert tight.to_dict()["skipped"] == tight.skipped
+    ample = adapt(model, problem, batch, 100.0, step=1, seed=0, index=0, budget=lambda s: s / 1e6, share=0.05)
+    assert ample.skipped is None and len(ample.placed) >= 1  # the 6 pi wave of u* gets a unit
+
+
+def test_the_residual_is_evaluated_in_chunks_with_the_same_values():
+    d = 4
+    problem = PoissonProblem(parse_expression("sum(sin(pi*x))", d), (0.0,) * d, (1.0,) * d)
+    torch.manual_seed(0)
+    model = AdaptiveMscaleDNN(d, width=8, depth=2)
+    x = torch.rand(700, d, dtype=torch.float64)
+    whole = -forward_laplacian(model.double(), x, need_grad=False)[2] - problem.f(x)
+    with patch("mscalednn.adapt.auto_chunk", return_value=256):  # three chunks
+        chunked = residual_function(model, problem)(x)
+    assert torch.allclose(chunked, whole.detach(), rtol=1e-12, atol=1e-12)
 
 
 def test_units_at_the_true_wave_vectors_represent_the_solution_exactly():

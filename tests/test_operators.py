@@ -11,7 +11,7 @@ from mscalednn import losses
 from mscalednn.derivatives import (coordinates, hutchinson_autograd, laplacian_operator, rademacher,
                                    value_grad_laplacian)
 from mscalednn.forward_laplacian import forward_laplacian, unsupported_part
-from mscalednn.nn import MLP, MscaleDNN
+from mscalednn.nn import MLP, AdaptiveMscaleDNN, MscaleDNN
 from mscalednn.train import auto_chunk, backward_in_chunks
 
 D = 4
@@ -204,7 +204,7 @@ def test_sampled_coordinates_are_exact_with_every_axis_and_unbiased_with_fewer()
     x = torch.rand(20, 6, dtype=torch.float64)
     exact = value_grad_laplacian(model, x)[2]
     assert torch.allclose(laplacian_operator("sampled", model, probes=6)(x)[2], exact, rtol=1e-10, atol=1e-10)
-    P = coordinates(20, 2, 6, x)
+    P = coordinates(20, 2, 6, x).dense(x.dtype)
     assert torch.equal((P != 0).sum(dim=(1, 2)), torch.full((20,), 2))          # two distinct axes
     assert torch.allclose(P.square().sum(dim=(1, 2)), torch.full((20,), 6.0, dtype=torch.float64))
     op = laplacian_operator("sampled", model, probes=2)
@@ -212,6 +212,30 @@ def test_sampled_coordinates_are_exact_with_every_axis_and_unbiased_with_fewer()
     se = samples.std(dim=0) / 600 ** 0.5
     assert ((samples.mean(dim=0) - exact).abs() < 5 * se + 1e-12).all()
     assert (samples.std(dim=0) > 0).all()
+
+
+@pytest.mark.parametrize("model", [
+    MLP(D, width=10, depth=3, activation="tanh", residual=True),
+    MscaleDNN(D, scales=[1, 2, 4], width=6, depth=3, activation="s2relu"),
+    MscaleDNN(D, scales="geometric:3", width=12, depth=2, activation="tanh", variant="first_layer",
+              first_activation="sin", directions="mixed", pair_fraction=0.5),
+    AdaptiveMscaleDNN(D, width=12, depth=2, variant="first_layer", activation="tanh", wave_slots=4),
+])
+def test_axes_kept_as_indices_give_what_the_dense_directions_give(model):
+    """The sampled estimator's axes are gathered, not multiplied: the same estimate as the dense
+    [N, K, d] directions, and the same gradient to the parameters."""
+    torch.manual_seed(1)
+    model = model.double()
+    if isinstance(model, AdaptiveMscaleDNN):
+        model.place_waves(torch.randn(2, D, dtype=torch.float64) * 5, torch.randn(2, 2, dtype=torch.float64))
+    x = torch.rand(15, D, dtype=torch.float64)
+    P = coordinates(15, 3, D, x)
+    fast, dense = forward_laplacian(model, x, directions=P)[2], forward_laplacian(model, x, directions=P.dense(x.dtype))[2]
+    assert torch.allclose(fast, dense, rtol=1e-12, atol=1e-12)
+    params = list(model.parameters())
+    g1 = torch.autograd.grad(fast.square().sum(), params, allow_unused=True, materialize_grads=True)
+    g2 = torch.autograd.grad(dense.square().sum(), params, allow_unused=True, materialize_grads=True)
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(g1, g2))
 
 
 @pytest.mark.parametrize("operator", ["hutchinson", "sampled"])
