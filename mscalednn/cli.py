@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
                         "direction of grad u*, or the directions of the strongest plane waves the "
                         "adaptive MscaleDNN's estimator finds in the source term")
     c.add_argument("--out", metavar="DIR", default=None, help="directory to create (default: runs/compare-NAME-TIME)")
+    c.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run the model x seed runs in N worker processes (each with cores / N torch threads)")
+    c.add_argument("--resume", metavar="DIR", default=None,
+                   help="finish the stopped compare in DIR (same FILE, --models, --seeds and settings): "
+                        "only the runs without a run.json are run")
     c.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     f = sub.add_parser("fprinciple", help="reproduce an F-Principle experiment",
                        description="Run one F-Principle experiment (docs/method.md section 5); write its figures "
@@ -127,8 +132,8 @@ def _solve(args, held: contextlib.ExitStack) -> int:
     from .checkpoint import CHECKPOINT
     from .errors import OutputError
     from .nn import count_parameters
-    from .outputs import (RunLock, check_free_space, environment, new_run_dir, save_checkpoint, write_history,
-                          write_json, write_yaml)
+    from .outputs import (RunLock, TensorBoardLog, check_free_space, environment, new_run_dir, save_checkpoint,
+                          write_history, write_json, write_yaml)
     from .plots import plot_history, plot_solution
     from .runtime import StopRequest
     from .train import Checkpointing, seed_everything, solve
@@ -142,6 +147,8 @@ def _solve(args, held: contextlib.ExitStack) -> int:
     resolved = {"problem": problem_spec, **run.to_dict(), "source": source}
     # weights + Adam's two moments, in the checkpoint, its temporary copy and model.pt, + plots
     need = 8 * params * (8 if run.train.dtype == "float64" else 4) + 32 * 2**20
+    if run.train.tensorboard:
+        TensorBoardLog.require()  # before anything is written
     if resume is None:
         out = new_run_dir(args.out, out, need=need)
         held.enter_context(RunLock(out, "--out"))
@@ -154,10 +161,12 @@ def _solve(args, held: contextlib.ExitStack) -> int:
           + (f" or {run.train.time_limit:g} s" if run.train.time_limit else "") + f" -> {out}", file=sys.stderr)
     checkpoint = Checkpointing(out / CHECKPOINT, {"model": run.model.to_dict(), "in_dim": problem.dim,
                                                   "config": resolved})
+    hooks = [lambda s: s.evaluated and write_history(out / "history.csv", s.history)]
+    if run.train.tensorboard:
+        hooks.append(held.enter_context(contextlib.closing(TensorBoardLog(out / "tensorboard"))))
     with StopRequest() as stop:
         try:
-            result = solve(problem, model, run.train, checkpoint=checkpoint, resume=resume, stop=stop,
-                           hooks=[lambda s: s.evaluated and write_history(out / "history.csv", s.history)])
+            result = solve(problem, model, run.train, checkpoint=checkpoint, resume=resume, stop=stop, hooks=hooks)
         except OutputError as exc:
             raise OutputError(f"{exc}; the last checkpoint in {out} is intact: make room, then "
                               f"mscale solve --resume {out}") from None
@@ -212,9 +221,16 @@ def cmd_compare(args) -> int:
 
     if args.seeds < 1:
         raise ConfigError("--seeds", "expected a positive number of seeds", args.seeds)
+    if args.jobs < 1:
+        raise ConfigError("--jobs", "expected a positive number of processes", args.jobs)
+    if args.resume is not None and args.out is not None:
+        raise ConfigError("--resume", "expected either --resume DIR (continue there) or --out DIR (a new compare)",
+                          f"--out {args.out} --resume {args.resume}")
+    if args.resume is not None and not (Path(args.resume) / "runs").is_dir():
+        raise ConfigError("--resume", "expected the directory of a compare (with a runs/ folder)", args.resume)
     problem, _ = load_problem(args.problem)
     contenders, notes = load_contenders(args.models, args.overrides, args.budget)
-    out = new_run_dir(args.out, f"compare-{Path(args.problem).stem}")
+    out = Path(args.resume) if args.resume is not None else new_run_dir(args.out, f"compare-{Path(args.problem).stem}")
     budget = describe_budget(contenders[0].run)
     seeds = [contenders[0].run.train.seed + i for i in range(args.seeds)]
     for note in notes:
@@ -222,7 +238,7 @@ def cmd_compare(args) -> int:
     print(f"mscale compare: {problem.name} (d={problem.dim}), models {', '.join(c.name for c in contenders)}, "
           f"seeds {seeds}, {budget} -> {out}", file=sys.stderr)
     summary = compare(problem, contenders, seeds, out, budget, notes, args.directions,
-                      log=lambda m: print(m, file=sys.stderr))
+                      log=lambda m: print(m, file=sys.stderr), jobs=args.jobs, problem_file=args.problem)
     print(summary["verdict"])
     for e in summary["models"]:
         err = "diverged" if e["rel_l2_mean"] is None else f"{e['rel_l2_mean']:.3e} +/- {e['rel_l2_std']:.1e}"

@@ -5,19 +5,30 @@ Every contender trains with the same ``train:`` settings (those of the first con
 a given seed, the same collocation points. Each run records a :class:`FrequencyMonitor`; the
 report aggregates the errors over seeds, the step at which each frequency converged, and one
 sentence that says who won by how much.
+
+The runs are independent: ``jobs`` > 1 runs them in that many worker processes (spawned, each
+with ``cores / jobs`` torch threads), and a compare that was stopped resumes from its directory,
+running only the runs that have no ``run.json`` yet. Every run's seed fixes its result, so the
+summary does not depend on the order or the process a run had (with a budget in steps; a time
+budget depends on the machine's speed anyway).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import multiprocessing
+import os
 import re
+import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .adapt import wave_report
-from .config import RunConfig, apply_overrides, build_run_config, read_yaml
+from .config import RunConfig, apply_overrides, build_run_config, load_problem, read_yaml
 from .errors import ConfigError
 from .frequency import FrequencyMonitor
 from .nn import count_parameters
@@ -238,18 +249,74 @@ def waves_markdown(records: list[dict], limit: int = 12) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _job(problem_file: str, contender: Contender, seed: int, out: Path, directions: str, threads: int) -> dict:
+    """One run in a worker process: the problem is read again from its file (a parsed expression
+    is not sent between processes), torch gets ``threads`` threads."""
+    import torch
+    torch.set_num_threads(threads)
+    problem, _ = load_problem(problem_file)
+    return run_contender(problem, contender, seed, out, directions)
+
+
+def finished_runs(out: Path) -> dict[tuple[str, int], dict]:
+    """The records of the runs under ``out/runs`` that finished (their run.json was written),
+    by (model, seed); a run directory without one (a run stopped while writing) is removed."""
+    done = {}
+    for run_dir in sorted((out / "runs").glob("*")):
+        record_file = run_dir / "run.json"
+        if record_file.is_file():
+            record = json.loads(record_file.read_text())
+            done[(record["model"], record["seed"])] = record
+        elif run_dir.is_dir():
+            shutil.rmtree(run_dir)
+    return done
+
+
 def compare(problem: PoissonProblem, contenders: list[Contender], seeds: list[int], out: Path,
-            budget: str, notes: list[str] = (), directions: str = "axes", log=print) -> dict:
-    """Run every contender with every seed, then write summary.json, summary.md and the plots
-    into ``out``; returns the summary."""
-    records = []
-    for seed in seeds:
-        for c in contenders:
-            log(f"[{len(records) + 1}/{len(seeds) * len(contenders)}] {c.name}, seed {seed}")
-            r = run_contender(problem, c, seed, out / "runs" / f"{c.name}-seed{seed}", directions)
-            records.append(r)
-            log(f"    {r['status']}: rel L2 {r['rel_l2'] if r['rel_l2'] is None else format(r['rel_l2'], '.3e')} "
-                f"after {r['steps']} steps, {r['train_time_s']:.1f} s of training")
+            budget: str, notes: list[str] = (), directions: str = "axes", log=print, jobs: int = 1,
+            problem_file: str | None = None) -> dict:
+    """Run every contender with every seed (those with a finished run under ``out`` are not run
+    again), in ``jobs`` worker processes if more than 1 (they read the problem from
+    ``problem_file``), then write summary.json, summary.md and the plots into ``out``; returns
+    the summary."""
+    plan = [(seed, c) for seed in seeds for c in contenders]
+    done = finished_runs(out)
+    unknown = sorted({name for name, _ in done} - {c.name for c in contenders})
+    if unknown:
+        raise ConfigError("--resume", "expected the runs of the same models as the compare being resumed",
+                          f"runs of {', '.join(unknown)} in {out}")
+    todo = [(seed, c) for seed, c in plan if (c.name, seed) not in done]
+    if done:
+        log(f"resuming: {len(plan) - len(todo)} of {len(plan)} runs finished, {len(todo)} to run")
+
+    def report(r: dict) -> None:
+        log(f"    {r['model']}, seed {r['seed']}: {r['status']}: rel L2 "
+            f"{r['rel_l2'] if r['rel_l2'] is None else format(r['rel_l2'], '.3e')} after {r['steps']} steps, "
+            f"{r['train_time_s']:.1f} s of training")
+
+    def run_dir(c: Contender, seed: int) -> Path:
+        return out / "runs" / f"{c.name}-seed{seed}"
+
+    if jobs <= 1 or len(todo) <= 1:
+        for i, (seed, c) in enumerate(todo):
+            log(f"[{i + 1}/{len(todo)}] {c.name}, seed {seed}")
+            done[(c.name, seed)] = r = run_contender(problem, c, seed, run_dir(c, seed), directions)
+            report(r)
+    else:
+        if problem_file is None:
+            raise ValueError("compare with jobs > 1 needs the problem's file (workers read it)")
+        workers = min(jobs, len(todo))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        log(f"{len(todo)} runs in {workers} processes, {threads} torch thread(s) each")
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_job, problem_file, c, seed, run_dir(c, seed), directions, threads)
+                       for seed, c in todo]
+            for future in as_completed(futures):
+                r = future.result()
+                done[(r["model"], r["seed"])] = r
+                report(r)
+    done = finished_runs(out)  # every record as written to run.json, fresh or resumed alike
+    records = [done[(c.name, seed)] for seed, c in plan]  # the sequential order, whatever ran first
     return write_report(problem, contenders, records, out, budget, notes)
 
 

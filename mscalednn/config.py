@@ -92,6 +92,7 @@ class TrainConfig:
     chunk: Count | None = None
     compile: bool = False
     progress: bool = True
+    tensorboard: bool = False
     checkpoint_every: Count = 500
     max_retries: Annotated[int, Range(0)] = 3
     retry_lr_factor: Annotated[float, Range(0.0, 1.0, lo_open=True)] = 0.5

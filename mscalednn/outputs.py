@@ -170,6 +170,40 @@ def write_history(path: Path, history: list[dict]) -> None:
     write_atomic(path, buf.getvalue())
 
 
+class TensorBoardLog:
+    """``train.tensorboard``: a training hook that writes every new history row's loss terms,
+    errors and learning rate to ``folder`` as TensorBoard scalars (``tensorboard --logdir
+    RUN/tensorboard``). TensorBoard is an optional dependency (``pip install 'mscalednn[tensorboard]'``);
+    without it the run stops before training with a one-line error. A resumed run appends to
+    the same folder; rows rolled back by a divergence are written again from where they restart."""
+
+    KEYS = ("loss", "loss_interior", "loss_boundary", "rel_l2", "rel_max", "rel_h1", "lr")
+
+    @staticmethod
+    def require():
+        """torch's SummaryWriter, or the one-line error that says how to install TensorBoard."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("train.tensorboard", "expected the tensorboard package for train.tensorboard: true "
+                              "(pip install 'mscalednn[tensorboard]')", "not installed") from None
+        return SummaryWriter
+
+    def __init__(self, folder: Path):
+        self.writer, self.written = self.require()(str(folder)), 0
+
+    def __call__(self, state) -> None:
+        self.written = min(self.written, len(state.history))
+        for row in state.history[self.written:]:
+            for key in self.KEYS:
+                if row.get(key) is not None:
+                    self.writer.add_scalar(key, row[key], row["step"])
+        self.written = len(state.history)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 def environment(device: torch.device | str | None = None) -> dict:
     """Versions, the device and the git commit (when the package runs from a checkout), for the
     record in metrics.json."""

@@ -114,3 +114,39 @@ def test_bad_operator_is_one_line_error():
     r = run_cli("solve", "problems/poisson10d.yaml", "--set", "train.operator=fastest")
     assert r.returncode == 2
     assert r.stderr.startswith("mscale: error:") and "hutchinson" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_tensorboard_gets_the_logged_losses_errors_and_learning_rate(tmp_path):
+    pytest.importorskip("tensorboard", reason="the optional tensorboard package is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main(["solve", str(ROOT / "problems/poisson1d_multiscale.yaml"), "--model", str(ROOT / "configs/vanilla.yaml"),
+                 "--set", "train.steps=20", "--set", "train.eval_every=10", "--set", "train.log_every=5",
+                 "--set", "train.n_interior=64", "--set", "train.n_test=200", "--set", "train.progress=false",
+                 "--set", "train.tensorboard=true", "--out", str(out)]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"loss", "loss_interior", "loss_boundary", "rel_l2", "rel_h1", "lr"} <= set(tags)
+    history = list(csv.DictReader((out / "history.csv").open()))
+    logged = [(int(r["step"]), float(r["rel_l2"])) for r in history if r["rel_l2"]]
+    assert [(e.step, e.value) for e in events.Scalars("rel_l2")] == pytest.approx(logged, rel=1e-6)
+    assert [e.step for e in events.Scalars("loss")] == [int(r["step"]) for r in history]
+
+
+def test_tensorboard_without_the_package_is_a_one_line_error_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("no tensorboard")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    out = tmp_path / "run"
+    assert main(["solve", str(ROOT / "problems/poisson1d_multiscale.yaml"), "--set", "train.steps=2",
+                 "--set", "train.tensorboard=true", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mscalednn[tensorboard]" in err[0] and not out.exists()

@@ -257,3 +257,60 @@ def test_a_constant_solution_has_only_the_mean_row_and_no_filter():
     model.c.data.fill_(0.95)
     monitor.snapshot(model, 1, 0.0)
     assert monitor.snapshots[0]["grid"] == pytest.approx([0.05]) and monitor.first_below["grid"] == [1]
+
+
+def _tiny_compare(out, *extra):
+    models = [str(ROOT / f"configs/{c}.yaml") for c in ("mscale", "vanilla")]
+    return main(["compare", str(ROOT / "problems/poisson1d_multiscale.yaml"), "--models", *models, "--seeds", "2",
+                 "--set", "train.steps=8", "--set", "train.n_interior=128", "--set", "train.n_boundary=2",
+                 "--set", "train.n_test=300", "--set", "train.dtype=float64", "--set", "train.progress=false",
+                 "--set", "train.eval_every=4", *extra])
+
+
+def _errors(out):
+    summary = json.loads((out / "summary.json").read_text())
+    runs = {p.name: json.loads((p / "run.json").read_text()) for p in sorted((out / "runs").iterdir())}
+    return summary, {name: (r["rel_l2"], r["rel_h1"], r["loss"]) for name, r in runs.items()}
+
+
+def test_parallel_compare_gives_the_sequential_summary(tmp_path, capsys):
+    """--jobs 2 (two spawned processes, one torch thread each) against the sequential run: the
+    same seeds give the same runs (float64, a budget in steps), the same summary."""
+    assert _tiny_compare("--out", str(tmp_path / "seq")) == 0
+    assert _tiny_compare("--out", str(tmp_path / "par"), "--jobs", "2") == 0
+    assert "4 runs in 2 processes" in capsys.readouterr().err
+    (seq, seq_runs), (par, par_runs) = _errors(tmp_path / "seq"), _errors(tmp_path / "par")
+    assert list(seq_runs) == list(par_runs) and len(seq_runs) == 4
+    for name in seq_runs:
+        assert np.allclose(seq_runs[name], par_runs[name], rtol=1e-9, atol=0), name
+    for a, b in zip(seq["models"], par["models"]):
+        assert a["model"] == b["model"] and np.isclose(a["rel_l2_mean"], b["rel_l2_mean"], rtol=1e-9)
+    assert seq["verdict"].split(" in ")[0] == par["verdict"].split(" in ")[0]
+
+
+def test_a_stopped_compare_resumes_running_only_what_is_missing(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert _tiny_compare("--out", str(out)) == 0
+    before, runs = _errors(out)
+    kept = out / "runs" / "mscale-seed0" / "run.json"
+    stamp = kept.stat().st_mtime_ns
+    (out / "runs" / "vanilla-seed1" / "run.json").unlink()  # stopped while writing this run
+    (out / "runs" / "vanilla-seed1" / "model.pt").unlink()
+    capsys.readouterr()
+    assert _tiny_compare("--resume", str(out)) == 0
+    assert "3 of 4 runs finished, 1 to run" in capsys.readouterr().err
+    after, runs_after = _errors(out)
+    assert kept.stat().st_mtime_ns == stamp  # finished runs are not run again
+    assert (out / "runs" / "vanilla-seed1" / "model.pt").exists()
+    for name in runs:
+        assert np.allclose(runs[name], runs_after[name], rtol=1e-12, atol=0), name
+    assert [e["rel_l2_mean"] for e in before["models"]] == pytest.approx([e["rel_l2_mean"] for e in after["models"]])
+    # a resume with other models, or with --out as well, is refused with one line
+    assert main(["compare", str(ROOT / "problems/poisson1d_multiscale.yaml"), "--models",
+                 str(ROOT / "configs/fourier.yaml"), "--resume", str(out)]) == 2
+    assert main(["compare", str(ROOT / "problems/poisson1d_multiscale.yaml"), "--models",
+                 str(ROOT / "configs/mscale.yaml"), "--resume", str(out), "--out", str(tmp_path / "x")]) == 2
+    assert main(["compare", str(ROOT / "problems/poisson1d_multiscale.yaml"), "--models",
+                 str(ROOT / "configs/mscale.yaml"), "--jobs", "0", "--out", str(tmp_path / "y")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("mscale: error:") for line in lines)
