@@ -130,6 +130,7 @@ def cmd_solve(args) -> int:
 
 def _solve(args, held: contextlib.ExitStack) -> int:
     from .checkpoint import CHECKPOINT
+    from .derivatives import RANDOM, chosen_operator
     from .errors import OutputError
     from .nn import count_parameters
     from .outputs import (RunLock, TensorBoardLog, check_free_space, environment, new_run_dir, save_checkpoint,
@@ -156,8 +157,9 @@ def _solve(args, held: contextlib.ExitStack) -> int:
     else:
         check_free_space(out, need)
     what = (f"resuming at step {resume['step']} of" if resume else "up to") + f" {run.train.steps} steps"
+    operator = chosen_operator(run.train.operator, run.train.loss, problem.dim, run.train.probes)
     print(f"mscale: {problem.name} (d={problem.dim}) with {run.model.kind} ({params} parameters), "
-          f"{run.train.loss} loss, config {source['model'] or 'built-in defaults'}, {what}"
+          f"{run.train.loss} loss{f' (Laplacian: {operator} estimate)' if operator in RANDOM else ''}, config {source['model'] or 'built-in defaults'}, {what}"
           + (f" or {run.train.time_limit:g} s" if run.train.time_limit else "") + f" -> {out}", file=sys.stderr)
     checkpoint = Checkpointing(out / CHECKPOINT, {"model": run.model.to_dict(), "in_dim": problem.dim,
                                                   "config": resolved})
@@ -214,7 +216,7 @@ def _errors_line(m: dict) -> str:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare, describe_budget, load_contenders
+    from .compare import compare, describe_budget, load_contenders, resumable_runs
     from .config import load_problem
     from .errors import ConfigError
     from .outputs import new_run_dir
@@ -230,6 +232,8 @@ def cmd_compare(args) -> int:
         raise ConfigError("--resume", "expected the directory of a compare (with a runs/ folder)", args.resume)
     problem, _ = load_problem(args.problem)
     contenders, notes = load_contenders(args.models, args.overrides, args.budget)
+    if args.resume is not None:
+        resumable_runs(Path(args.resume), contenders)  # the same models, checked before anything runs
     out = Path(args.resume) if args.resume is not None else new_run_dir(args.out, f"compare-{Path(args.problem).stem}")
     budget = describe_budget(contenders[0].run)
     seeds = [contenders[0].run.train.seed + i for i in range(args.seeds)]

@@ -272,6 +272,17 @@ def finished_runs(out: Path) -> dict[tuple[str, int], dict]:
     return done
 
 
+def resumable_runs(out: Path, contenders: list[Contender]) -> dict[tuple[str, int], dict]:
+    """The finished runs under ``out``, or a ConfigError where they are of other models than
+    ``contenders`` (a resume must repeat the stopped compare's models)."""
+    done = finished_runs(out)
+    unknown = sorted({name for name, _ in done} - {c.name for c in contenders})
+    if unknown:
+        raise ConfigError("--resume", "expected the runs of the same models as the compare being resumed",
+                          f"runs of {', '.join(unknown)} in {out}")
+    return done
+
+
 def compare(problem: PoissonProblem, contenders: list[Contender], seeds: list[int], out: Path,
             budget: str, notes: list[str] = (), directions: str = "axes", log=print, jobs: int = 1,
             problem_file: str | None = None) -> dict:
@@ -280,11 +291,7 @@ def compare(problem: PoissonProblem, contenders: list[Contender], seeds: list[in
     ``problem_file``), then write summary.json, summary.md and the plots into ``out``; returns
     the summary."""
     plan = [(seed, c) for seed in seeds for c in contenders]
-    done = finished_runs(out)
-    unknown = sorted({name for name, _ in done} - {c.name for c in contenders})
-    if unknown:
-        raise ConfigError("--resume", "expected the runs of the same models as the compare being resumed",
-                          f"runs of {', '.join(unknown)} in {out}")
+    done = resumable_runs(out, contenders)
     todo = [(seed, c) for seed, c in plan if (c.name, seed) not in done]
     if done:
         log(f"resuming: {len(plan) - len(todo)} of {len(plan)} runs finished, {len(todo)} to run")

@@ -12,7 +12,9 @@
   at every point and call, Laplace u ~ (d/K) sum_{i in S} d^2u/dx_i^2 (stochastic dimension
   gradient descent, SDGD: Hu et al. 2023); its variance comes from the spread of the diagonal
   of the Hessian, none where all d^2u/dx_i^2 are equal. Exact for K >= d.
-* ``auto``: ``forward`` where every part of the model is supported, else ``autograd``.
+* ``auto``: ``forward`` where every part of the model is supported, else ``autograd``; with
+  the residual loss in high dimension (d > ``ESTIMATE_FACTOR`` x ``probes``), ``hutchinson``
+  (:func:`chosen_operator`).
 
 Each operator is a function (x) -> (u [N], grad u [N, d] or None, Laplace u [N]).
 """
@@ -31,6 +33,17 @@ from .forward_laplacian import Axes, forward_laplacian, supports, unsupported_pa
 Field = Callable[[torch.Tensor], torch.Tensor]
 OPERATORS = ("auto", "forward", "autograd", "hutchinson", "sampled")
 RANDOM = ("hutchinson", "sampled")  # the estimators: fresh directions at every call
+ESTIMATE_FACTOR = 4  # auto estimates the Laplacian where d > this many times the probes
+
+
+def chosen_operator(name: str, loss: str, dim: int, probes: int) -> str:
+    """The operator a run uses: ``auto`` with the residual loss becomes ``hutchinson`` where the
+    exact forward Laplacian's d tangents are more than ``ESTIMATE_FACTOR`` times the estimator's
+    ``probes`` directions (d > 64 with the default 16 probes; at d = 1000 an exact step costs
+    about 60 times an estimated one); every other choice is kept."""
+    if name == "auto" and loss == "residual" and dim > ESTIMATE_FACTOR * probes:
+        return "hutchinson"
+    return name
 
 
 def _scalar(fn: Field, x: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ from . import adapt, averaging
 from . import checkpoint as ckpt
 from . import losses
 from .config import TrainConfig
-from .derivatives import RANDOM, laplacian_operator, value_and_grad
+from .derivatives import RANDOM, chosen_operator, laplacian_operator, value_and_grad
 from .forward_laplacian import auto_chunk, forward_laplacian, supports
 from .gauss_newton import MAX_ENERGY_PARAMETERS
 from .errors import ConfigError
@@ -117,7 +117,8 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
 
     Ritz needs grad u only: one reverse pass (``auto``, ``autograd``) or the forward Jacobian
     (``forward``); ``hutchinson`` and ``sampled`` estimate a Laplacian the Ritz loss does not
-    use, so the config refuses them. The residual loss needs Laplace u: the configured operator;
+    use, so the config refuses them. The residual loss needs Laplace u: the configured operator
+    (``auto``: :func:`mscalednn.derivatives.chosen_operator`);
     with an estimator, the product of two independent estimates of the residual at every point
     (:func:`mscalednn.losses.residual_interior_unbiased`), each from half of the ``probes``.
     """
@@ -129,18 +130,19 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
         else:
             grad = partial(value_and_grad, model)
         return (lambda x, f: losses.ritz_interior(*grad(x), f, problem.volume)), problem.boundary_area
-    if config.operator in RANDOM:  # half the probes for each of two independent estimates
-        estimate = laplacian_operator(config.operator, model, max(1, config.probes // 2))
+    operator = chosen_operator(config.operator, config.loss, problem.dim, config.probes)
+    if operator in RANDOM:  # half the probes for each of two independent estimates
+        estimate = laplacian_operator(operator, model, max(1, config.probes // 2))
 
         def unbiased(x, f):
             lap = estimate(torch.cat([x, x]))[2]  # fresh directions at every point: independent halves
             return losses.residual_interior_unbiased(*lap.chunk(2), f)
 
         return unbiased, 1.0
-    if config.operator in ("auto", "forward") and supports(model):
+    if operator in ("auto", "forward") and supports(model):
         laplacian = partial(forward_laplacian, model, need_grad=False)  # grad u not needed here
     else:
-        laplacian = laplacian_operator(config.operator, model, config.probes)
+        laplacian = laplacian_operator(operator, model, config.probes)
 
     def residual(x, f):
         return losses.residual_interior(laplacian(x)[2], f)
@@ -151,7 +153,7 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
 def jacobian_rows(config: TrainConfig, dim: int) -> int:
     """Rows of the input Jacobian the interior loss carries per point: d, or the estimator's
     directions (two estimates of ``probes / 2``, at most d each)."""
-    if config.operator in RANDOM:
+    if chosen_operator(config.operator, config.loss, dim, config.probes) in RANDOM:
         return 2 * min(max(1, config.probes // 2), dim)
     return dim
 
@@ -362,6 +364,7 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
                "dtype": config.dtype, "lr_scale": state.lr_scale, "rollbacks": state.rollbacks,
                "optimizer": [{**p, "to_step": (state.phases[i + 1]["from_step"] - 1 if i + 1 < len(state.phases)
                                                else state.step)} for i, p in enumerate(state.phases)],
+               "operator": chosen_operator(config.operator, config.loss, problem.dim, config.probes),
                "absolute_errors": test.absolute, "adaptations": state.adaptations,
                "output_scaling": {k: float(getattr(model, f"output_{k}", v)) for k, v in (("shift", 0.0), ("scale", 1.0))}}
     return SolveResult(model, state.history, metrics)

@@ -259,7 +259,7 @@ def test_a_constant_solution_has_only_the_mean_row_and_no_filter():
     assert monitor.snapshots[0]["grid"] == pytest.approx([0.05]) and monitor.first_below["grid"] == [1]
 
 
-def _tiny_compare(out, *extra):
+def _tiny_compare(*extra):
     models = [str(ROOT / f"configs/{c}.yaml") for c in ("mscale", "vanilla")]
     return main(["compare", str(ROOT / "problems/poisson1d_multiscale.yaml"), "--models", *models, "--seeds", "2",
                  "--set", "train.steps=8", "--set", "train.n_interior=128", "--set", "train.n_boundary=2",

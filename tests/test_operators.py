@@ -276,3 +276,20 @@ def test_the_residual_loss_of_an_estimator_is_unbiased(operator):
     estimate = laplacian_operator(operator, model, probes=1)
     L, G = draws(lambda x, f: losses.residual_interior(estimate(x)[2], f))
     assert significant(L[:, None]).all() and float(L.min()) > 0 and significant(G).any()
+
+
+def test_auto_estimates_the_laplacian_only_in_high_dimension_with_the_residual_loss():
+    from mscalednn import PoissonProblem, TrainConfig, parse_expression, solve
+    from mscalednn.derivatives import chosen_operator
+
+    assert chosen_operator("auto", "residual", 64, 16) == "auto"
+    assert chosen_operator("auto", "residual", 65, 16) == "hutchinson"
+    assert chosen_operator("auto", "residual", 65, 32) == "auto"       # more probes: the estimate costs more
+    assert chosen_operator("auto", "ritz", 1000, 16) == "auto"         # Ritz needs grad u only
+    assert chosen_operator("forward", "residual", 1000, 16) == "forward"  # an explicit choice is kept
+    d = 80
+    problem = PoissonProblem(parse_expression("sum(x**2)", d), (0.0,) * d, (1.0,) * d)
+    torch.manual_seed(0)
+    result = solve(problem, MLP(d, width=8, depth=2), TrainConfig(steps=2, n_interior=32, n_boundary=16, n_test=200,
+                                                                 progress=False))
+    assert result.metrics["operator"] == "hutchinson"
