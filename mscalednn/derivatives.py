@@ -33,14 +33,16 @@ from .forward_laplacian import Axes, forward_laplacian, supports, unsupported_pa
 Field = Callable[[torch.Tensor], torch.Tensor]
 OPERATORS = ("auto", "forward", "autograd", "hutchinson", "sampled")
 RANDOM = ("hutchinson", "sampled")  # the estimators: fresh directions at every call
-ESTIMATE_FACTOR = 4  # auto estimates the Laplacian where d > this many times the probes
+ESTIMATE_FACTOR = 2  # auto estimates the Laplacian where d > this many times the probes
 
 
 def chosen_operator(name: str, loss: str, dim: int, probes: int) -> str:
     """The operator a run uses: ``auto`` with the residual loss becomes ``hutchinson`` where the
     exact forward Laplacian's d tangents are more than ``ESTIMATE_FACTOR`` times the estimator's
-    ``probes`` directions (d > 64 with the default 16 probes; at d = 1000 an exact step costs
-    about 60 times an estimated one); every other choice is kept."""
+    ``probes`` directions (d > 32 with the default 16 probes). Measured (benchmarks/RESULTS.md,
+    "High dimension: estimated Laplacians"): at d = 50 the estimate trains to a lower error in
+    10 minutes than the exact Laplacian, at d = 100 to the same, and at d = 1000 an exact step
+    takes minutes; every other choice is kept."""
     if name == "auto" and loss == "residual" and dim > ESTIMATE_FACTOR * probes:
         return "hutchinson"
     return name

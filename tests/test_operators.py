@@ -282,9 +282,9 @@ def test_auto_estimates_the_laplacian_only_in_high_dimension_with_the_residual_l
     from mscalednn import PoissonProblem, TrainConfig, parse_expression, solve
     from mscalednn.derivatives import chosen_operator
 
-    assert chosen_operator("auto", "residual", 64, 16) == "auto"
-    assert chosen_operator("auto", "residual", 65, 16) == "hutchinson"
-    assert chosen_operator("auto", "residual", 65, 32) == "auto"       # more probes: the estimate costs more
+    assert chosen_operator("auto", "residual", 32, 16) == "auto"
+    assert chosen_operator("auto", "residual", 33, 16) == "hutchinson"
+    assert chosen_operator("auto", "residual", 33, 32) == "auto"       # more probes: the estimate costs more
     assert chosen_operator("auto", "ritz", 1000, 16) == "auto"         # Ritz needs grad u only
     assert chosen_operator("forward", "residual", 1000, 16) == "forward"  # an explicit choice is kept
     d = 80
