@@ -35,8 +35,8 @@ import torch
 from .forward_laplacian import auto_chunk, forward_laplacian
 from .nn.adaptive import AdaptiveMscaleDNN
 from .problem import PoissonProblem
-from .wavefinder import (Waves, box_points, find_waves, fit_waves, fourier_power, hessian_points, least_squares, near,
-                         wave_basis)
+from .wavefinder import (N_REFINE, Waves, box_points, find_waves, fit_waves, fourier_power, hessian_points,
+                         least_squares, near, wave_basis)
 
 
 NOISE_FACTOR = 6.0  # a peak counts when its |F| exceeds this many times the sampling noise
@@ -107,7 +107,7 @@ def residual_function(model: torch.nn.Module, problem: PoissonProblem):
 PROBE_POINTS = 256  # the residual is timed on this many points to predict an estimation's cost
 
 
-def predicted_seconds(fn, problem: PoissonProblem, n_refine: int = 16000) -> float:
+def predicted_seconds(fn, problem: PoissonProblem, n_refine: int = N_REFINE) -> float:
     """A lower bound on find_waves' time for the residual ``fn``: its cost on ``PROBE_POINTS``
     points, scaled to the ``n_refine`` values and the 2d gradients at each Hessian point (a
     gradient counted as three evaluations). The exact Laplacian's cost grows with d: at d = 1000

@@ -307,8 +307,7 @@ def compare(problem: PoissonProblem, contenders: list[Contender], seeds: list[in
     if jobs <= 1 or len(todo) <= 1:
         for i, (seed, c) in enumerate(todo):
             log(f"[{i + 1}/{len(todo)}] {c.name}, seed {seed}")
-            done[(c.name, seed)] = r = run_contender(problem, c, seed, run_dir(c, seed), directions)
-            report(r)
+            report(run_contender(problem, c, seed, run_dir(c, seed), directions))
     else:
         if problem_file is None:
             raise ValueError("compare with jobs > 1 needs the problem's file (workers read it)")
@@ -319,9 +318,7 @@ def compare(problem: PoissonProblem, contenders: list[Contender], seeds: list[in
             futures = [pool.submit(_job, problem_file, c, seed, run_dir(c, seed), directions, threads)
                        for seed, c in todo]
             for future in as_completed(futures):
-                r = future.result()
-                done[(r["model"], r["seed"])] = r
-                report(r)
+                report(future.result())
     done = finished_runs(out)  # every record as written to run.json, fresh or resumed alike
     records = [done[(c.name, seed)] for seed, c in plan]  # the sequential order, whatever ran first
     return write_report(problem, contenders, records, out, budget, notes)

@@ -132,7 +132,7 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
         return (lambda x, f: losses.ritz_interior(*grad(x), f, problem.volume)), problem.boundary_area
     operator = chosen_operator(config.operator, config.loss, problem.dim, config.probes)
     if operator in RANDOM:  # half the probes for each of two independent estimates
-        estimate = laplacian_operator(operator, model, max(1, config.probes // 2))
+        estimate = laplacian_operator(operator, model, half_probes(config.probes))
 
         def unbiased(x, f):
             lap = estimate(torch.cat([x, x]))[2]  # fresh directions at every point: independent halves
@@ -150,12 +150,19 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
     return residual, 1.0
 
 
+def half_probes(probes: int) -> int:
+    """The directions of each of the two independent estimates an estimator's loss takes."""
+    return max(1, probes // 2)
+
+
 def jacobian_rows(config: TrainConfig, dim: int) -> int:
     """Rows of the input Jacobian the interior loss carries per point: d, or the estimator's
-    directions (two estimates of ``probes / 2``, at most d each)."""
-    if chosen_operator(config.operator, config.loss, dim, config.probes) in RANDOM:
-        return 2 * min(max(1, config.probes // 2), dim)
-    return dim
+    directions (two estimates of ``probes / 2``; the sampled axes at most d each)."""
+    operator = chosen_operator(config.operator, config.loss, dim, config.probes)
+    if operator not in RANDOM:
+        return dim
+    half = half_probes(config.probes)
+    return 2 * (min(half, dim) if operator == "sampled" else half)
 
 
 @dataclass

@@ -202,6 +202,9 @@ def wave_hessians(x: torch.Tensor, K: torch.Tensor, c: torch.Tensor) -> torch.Te
     return torch.einsum("nm,mi,mj->nij", coef, K, K)
 
 
+N_REFINE = 16000  # points find_waves evaluates the function at (and refines the waves on)
+
+
 def hessian_points(d: int) -> int:
     """The default number of points find_waves takes Hessians at: 2000 / d within [20, 200] (each
     costs 2d gradients of the function)."""
@@ -209,7 +212,7 @@ def hessian_points(d: int) -> int:
 
 
 def find_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor,
-               generator: torch.Generator, n_points: int = 4000, n_refine: int = 16000, n_hessian: int | None = None,
+               generator: torch.Generator, n_points: int = 4000, n_refine: int = N_REFINE, n_hessian: int | None = None,
                draws: int = 4, rounds: int = 4, k_max: float = 200.0, max_waves: int = 32,
                noise_factor: float = 6.0, rel_threshold: float = 0.05, refine_steps: int = 150,
                max_candidates: int = 64) -> Waves:
