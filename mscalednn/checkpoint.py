@@ -6,7 +6,8 @@ learning-rate state (the schedule is a function of the step; a divergence retry 
 generators), the step, the training time, the history, the current collocation batch, the
 parameter average (``train.ema``) and,
 from the caller (``meta``), the resolved config. Training from a checkpoint of step s gives the
-same numbers as never stopping (CPU, float64: tests/test_reliability.py).
+same numbers as never stopping (CPU, float64: tests/test_reliability.py). A data-parallel run's
+checkpoint (rank 0 writes it) also holds every rank's random state and points (``ranks``).
 
 :func:`capture` takes a copy in memory (the training loop keeps the last good one to roll back
 to after a divergence); :func:`write` puts it on disk atomically (temporary file, fsync,
@@ -92,6 +93,26 @@ def restore(ckpt: dict, state, sampler, make_phase=None) -> None:
     sampler.load_state_dict(rng["sampler"])
     if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def rank_part(ckpt: dict) -> dict:
+    """What differs between the ranks of a data-parallel run: the random state and the points."""
+    return {"rng": ckpt["rng"], "batch": ckpt["batch"]}
+
+
+def with_ranks(ckpt: dict, parts: list[dict]) -> dict:
+    """``ckpt`` (rank 0's) holding every rank's :func:`rank_part` too, where there are several."""
+    return ckpt if len(parts) == 1 else {**ckpt, "world_size": len(parts), "ranks": parts}
+
+
+def for_rank(ckpt: dict, rank: int, size: int) -> dict:
+    """The checkpoint as rank ``rank`` of ``size`` resumes it: its own random state and points. A
+    resume needs as many processes as wrote the checkpoint (a ConfigError otherwise)."""
+    written = ckpt.get("world_size", 1)
+    if written != size:
+        raise ConfigError("--resume", f"expected to resume with the {written} process(es) that wrote the checkpoint "
+                          f"(torchrun --nproc-per-node {written}, or no torchrun for 1)", f"{size} process(es)")
+    return ckpt if size == 1 else {**ckpt, **ckpt["ranks"][rank]}
 
 
 def write(path: str | Path, ckpt: dict, meta: dict | None = None) -> None:

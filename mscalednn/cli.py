@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", metavar="DIR", default=None, help="directory to create (default: runs/compare-NAME-TIME)")
     c.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="run the model x seed runs in N worker processes (each with cores / N torch threads)")
+    c.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run them as tasks of a Ray cluster: auto (the cluster of this machine, ray start), "
+                        "ray://HOST:PORT, or local (a new Ray instance here); needs pip install 'mscalednn[ray]'")
     c.add_argument("--resume", metavar="DIR", default=None,
                    help="finish the stopped compare in DIR (same FILE, --models, --seeds and settings): "
                         "only the runs without a run.json are run")
@@ -129,19 +132,24 @@ def cmd_solve(args) -> int:
 
 
 def _solve(args, held: contextlib.ExitStack) -> int:
-    from .checkpoint import CHECKPOINT
+    """``mscale solve``; under torchrun every rank runs it, rank 0 alone prints and writes."""
+    from . import distributed
+    from .checkpoint import CHECKPOINT, for_rank
     from .derivatives import RANDOM, chosen_operator
     from .errors import OutputError
     from .nn import count_parameters
-    from .outputs import (RunLock, TensorBoardLog, check_free_space, environment, new_run_dir, save_checkpoint,
-                          write_history, write_json, write_yaml)
-    from .plots import plot_history, plot_solution
+    from .outputs import RunLock, TensorBoardLog, check_free_space, new_run_dir, write_history, write_yaml
     from .runtime import StopRequest
     from .train import Checkpointing, seed_everything, solve
 
-    if args.resume is not None and (Path(args.resume) / CHECKPOINT).is_file():
+    main_rank = distributed.launched_rank() == 0
+    if main_rank and args.resume is not None and (Path(args.resume) / CHECKPOINT).is_file():
         held.enter_context(RunLock(args.resume))  # before reading: another process may be training there
     problem, problem_spec, run, source, out, resume = _solve_setup(args)
+    world = distributed.init_from_environment(run.train.device)
+    held.callback(distributed.shutdown)
+    if resume is not None:
+        for_rank(resume, world.rank, world.size)  # as many processes as wrote it: refused before anything runs
     seed_everything(run.train.seed)
     model = run.model.build(problem.dim)
     params = count_parameters(model)
@@ -150,38 +158,61 @@ def _solve(args, held: contextlib.ExitStack) -> int:
     need = 8 * params * (8 if run.train.dtype == "float64" else 4) + 32 * 2**20
     if run.train.tensorboard:
         TensorBoardLog.require()  # before anything is written
-    if resume is None:
-        out = new_run_dir(args.out, out, need=need)
-        held.enter_context(RunLock(out, "--out"))
-        write_yaml(out / "config.yaml", resolved)
-    else:
-        check_free_space(out, need)
-    what = (f"resuming at step {resume['step']} of" if resume else "up to") + f" {run.train.steps} steps"
-    operator = chosen_operator(run.train.operator, run.train.loss, problem.dim, run.train.probes)
-    print(f"mscale: {problem.name} (d={problem.dim}) with {run.model.kind} ({params} parameters), "
-          f"{run.train.loss} loss{f' (Laplacian: {operator} estimate)' if operator in RANDOM else ''}, config {source['model'] or 'built-in defaults'}, {what}"
-          + (f" or {run.train.time_limit:g} s" if run.train.time_limit else "") + f" -> {out}", file=sys.stderr)
+    if world.is_main:
+        if resume is None:
+            out = new_run_dir(args.out, out, need=need)
+            held.enter_context(RunLock(out, "--out"))
+            write_yaml(out / "config.yaml", resolved)
+        else:
+            check_free_space(out, need)
+        what = (f"resuming at step {resume['step']} of" if resume else "up to") + f" {run.train.steps} steps"
+        operator = chosen_operator(run.train.operator, run.train.loss, problem.dim, run.train.probes)
+        print(f"mscale: {problem.name} (d={problem.dim}) with {run.model.kind} ({params} parameters), "
+              f"{run.train.loss} loss{f' (Laplacian: {operator} estimate)' if operator in RANDOM else ''}, "
+              f"config {source['model'] or 'built-in defaults'}, {what}"
+              + (f" or {run.train.time_limit:g} s" if run.train.time_limit else "")
+              + (f", {world.size} processes" if world.size > 1 else "") + f" -> {out}", file=sys.stderr)
+    out = world.broadcast(out)
     checkpoint = Checkpointing(out / CHECKPOINT, {"model": run.model.to_dict(), "in_dim": problem.dim,
                                                   "config": resolved})
-    hooks = [lambda s: s.evaluated and write_history(out / "history.csv", s.history)]
-    if run.train.tensorboard:
-        hooks.append(held.enter_context(contextlib.closing(TensorBoardLog(out / "tensorboard"))))
+    hooks = []
+    if world.is_main:
+        hooks.append(lambda s: s.evaluated and write_history(out / "history.csv", s.history))
+        if run.train.tensorboard:
+            hooks.append(held.enter_context(contextlib.closing(TensorBoardLog(out / "tensorboard"))))
     with StopRequest() as stop:
         try:
             result = solve(problem, model, run.train, checkpoint=checkpoint, resume=resume, stop=stop, hooks=hooks)
         except OutputError as exc:
             raise OutputError(f"{exc}; the last checkpoint in {out} is intact: make room, then "
                               f"mscale solve --resume {out}") from None
+    signum = int(world.max(float(stop.signum or 0))[0])  # a signal on any rank stopped every rank
+    status = result.metrics["status"]
+    try:
+        if world.is_main:
+            return _write_results(out, result, problem, run, params, signum)
+        return 128 + signum if status == "interrupted" else 1 if status == "diverged" else 0
+    finally:
+        world.barrier()  # no rank exits (and makes torchrun stop the others) before rank 0 has written
+
+
+def _write_results(out: Path, result, problem, run, params: int, signum: int) -> int:
+    """Write the outputs of a finished ``mscale solve`` (metrics, model, figures) and say what
+    happened; the exit status."""
+    from .checkpoint import CHECKPOINT
+    from .outputs import environment, save_checkpoint, write_history, write_json
+    from .plots import plot_history, plot_solution
+
     write_history(out / "history.csv", result.history)
     metrics = {**result.metrics, "params": params, "problem": problem.name, "model": run.model.kind,
                "versions": environment(result.metrics["device"]), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(out / "metrics.json", metrics)
     m = metrics
     if m["status"] == "interrupted":
-        name = signal.Signals(stop.signum).name
+        name = signal.Signals(signum).name
         print(f"mscale: {name} at step {m['steps']}: checkpoint saved in {out / CHECKPOINT}\n"
               f"resume with: mscale solve --resume {out}", file=sys.stderr)
-        return 128 + stop.signum
+        return 128 + signum
     if m["status"] == "diverged":
         print(f"mscale: error: training diverged (non-finite loss or parameters) at step {m['rollbacks'][-1]['step']} "
               f"after {len(m['rollbacks']) - 1} roll-backs with a lower learning rate (now x{m['lr_scale']:g}); the "
@@ -216,7 +247,7 @@ def _errors_line(m: dict) -> str:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare, describe_budget, load_contenders, resumable_runs
+    from .compare import compare, connect_ray, describe_budget, load_contenders, resumable_runs
     from .config import load_problem
     from .errors import ConfigError
     from .outputs import new_run_dir
@@ -225,6 +256,9 @@ def cmd_compare(args) -> int:
         raise ConfigError("--seeds", "expected a positive number of seeds", args.seeds)
     if args.jobs < 1:
         raise ConfigError("--jobs", "expected a positive number of processes", args.jobs)
+    if args.ray is not None and args.jobs > 1:
+        raise ConfigError("--ray", "expected either --ray ADDRESS (Ray places the runs) or --jobs N (local processes)",
+                          f"--ray {args.ray} --jobs {args.jobs}")
     if args.resume is not None and args.out is not None:
         raise ConfigError("--resume", "expected either --resume DIR (continue there) or --out DIR (a new compare)",
                           f"--out {args.out} --resume {args.resume}")
@@ -234,6 +268,8 @@ def cmd_compare(args) -> int:
     contenders, notes = load_contenders(args.models, args.overrides, args.budget)
     if args.resume is not None:
         resumable_runs(Path(args.resume), contenders)  # the same models, checked before anything runs
+    if args.ray is not None:
+        connect_ray(args.ray)  # the package and the cluster, before anything is written
     out = Path(args.resume) if args.resume is not None else new_run_dir(args.out, f"compare-{Path(args.problem).stem}")
     budget = describe_budget(contenders[0].run)
     seeds = [contenders[0].run.train.seed + i for i in range(args.seeds)]
@@ -242,7 +278,8 @@ def cmd_compare(args) -> int:
     print(f"mscale compare: {problem.name} (d={problem.dim}), models {', '.join(c.name for c in contenders)}, "
           f"seeds {seeds}, {budget} -> {out}", file=sys.stderr)
     summary = compare(problem, contenders, seeds, out, budget, notes, args.directions,
-                      log=lambda m: print(m, file=sys.stderr), jobs=args.jobs, problem_file=args.problem)
+                      log=lambda m: print(m, file=sys.stderr), jobs=args.jobs, problem_file=args.problem,
+                      ray=args.ray)
     print(summary["verdict"])
     for e in summary["models"]:
         err = "diverged" if e["rel_l2_mean"] is None else f"{e['rel_l2_mean']:.3e} +/- {e['rel_l2_std']:.1e}"

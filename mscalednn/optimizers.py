@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from . import losses
+from .distributed import SINGLE, World
 from .gauss_newton import GaussNewton, LocalModel, energy_jacobian, residual_jacobian
 
 
@@ -52,7 +53,9 @@ class Objective:
 
     ``interior``: the training form (maybe compiled); ``interior_plain``: the same function,
     uncompiled, for values without a backward pass. ``chunk``: points per backward pass.
-    ``volume``: the domain's volume for the Ritz loss (None for the residual loss)."""
+    ``volume``: the domain's volume for the Ritz loss (None for the residual loss). ``world``:
+    the processes of a data-parallel run (:mod:`mscalednn.distributed`); the gradient and the
+    terms are their means over the ranks, each on its own batch."""
 
     model: torch.nn.Module
     interior: Callable
@@ -60,6 +63,7 @@ class Objective:
     bc_weight: float
     chunk: int
     volume: float | None = None
+    world: World = SINGLE
 
     def backward(self, batch: tuple, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Accumulate dL/dtheta into .grad (interior in chunks of points); (L, interior, boundary)."""
@@ -67,7 +71,8 @@ class Objective:
         interior = backward_in_chunks(self.interior, x_in, f, self.chunk)
         bc = losses.boundary_penalty(self.model(x_bd).squeeze(-1), g, self.bc_weight)
         (beta * bc).backward()
-        return interior + beta * bc.detach(), interior, bc.detach()
+        interior, bc = self.world.average_gradients(list(self.model.parameters()), interior, bc.detach())
+        return interior + beta * bc, interior, bc
 
     def terms(self, batch: tuple) -> tuple[float, float]:
         """(interior, boundary) at the current parameters, without a backward pass."""
@@ -77,7 +82,7 @@ class Objective:
                        for xs, fs in zip(torch.split(x_in, self.chunk), torch.split(f, self.chunk)))
         with torch.no_grad():
             bc = losses.boundary_penalty(self.model(x_bd).squeeze(-1), g, self.bc_weight)
-        return float(interior), float(bc)
+        return self.world.mean(float(interior), float(bc))
 
 
 class _TorchPhase:

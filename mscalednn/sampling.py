@@ -20,26 +20,29 @@ TRAIN, TEST, MONITOR, SCALING = 0, 1, 2, 3  # purposes: collocation points, test
                                             # monitor sample, output scaling sample
 
 
-def stream(seed: int, purpose: int) -> np.random.Generator:
+def stream(seed: int, purpose: int, rank: int = 0) -> np.random.Generator:
     """The random generator for ``purpose`` (TRAIN, TEST, MONITOR) under ``seed``: distinct
-    purposes give independent streams for any seeds, equal or not."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(purpose,)))
+    purposes give independent streams for any seeds, equal or not. ``rank``: the process of a
+    data-parallel run (:mod:`mscalednn.distributed`); each draws its own points, and rank 0 the
+    single process's."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(purpose,) if rank == 0 else (purpose, rank)))
 
 
 class Sampler:
     """Draws interior and boundary points, uniform random or scrambled Sobol (quasi-random).
 
     Boundary points pick a face with probability proportional to its area, then a point
-    uniformly on it. All draws come from the ``purpose`` stream of ``seed`` (TRAIN unless given;
-    see :func:`stream`).
+    uniformly on it. All draws come from the ``purpose`` stream of ``seed`` and ``rank`` (TRAIN
+    unless given; see :func:`stream`).
     """
 
     def __init__(self, problem: PoissonProblem, kind: str = "uniform", seed: int = 0,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, purpose: int = TRAIN):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, purpose: int = TRAIN,
+                 rank: int = 0):
         if kind not in ("uniform", "sobol"):
             raise ValueError(f"sampler kind must be 'uniform' or 'sobol', got {kind!r}")
         self.problem, self.kind, self.device, self.dtype = problem, kind, device, dtype
-        self.rng = stream(seed, purpose)
+        self.rng = stream(seed, purpose, rank)
         d = problem.dim
         if kind == "sobol":
             self._sobol_in = qmc.Sobol(d, scramble=True, seed=self.rng)

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from . import adapt, averaging
 from . import checkpoint as ckpt
-from . import losses
+from . import distributed, losses
 from .config import TrainConfig
 from .derivatives import RANDOM, chosen_operator, laplacian_operator, value_and_grad
 from .forward_laplacian import auto_chunk, forward_laplacian, supports
@@ -243,10 +243,18 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
     checkpoint) or ``interrupted`` (``stop()`` returned True; a checkpoint was written). Only a
     completed run reports errors. ``resume``: a checkpoint (:func:`mscalednn.checkpoint.read`)
     to continue from. The time budget (``config.time_limit``) counts training steps only.
+
+    In a process group (``torchrun``; :mod:`mscalednn.distributed`) every rank calls this with
+    the same arguments and trains the same network on points of its own; rank 0 alone writes
+    the checkpoint and shows the progress bar, and the hooks run on every rank.
     """
+    world = distributed.current()
     device, dtype = resolve_device(config.device), getattr(torch, config.dtype)
     model.to(device=device, dtype=dtype)
-    sampler = Sampler(problem, config.sampler, config.seed, device, dtype)
+    world.broadcast_module(model)  # one network: rank 0's initial weights everywhere
+    sampler = Sampler(problem, config.sampler, config.seed, device, dtype, rank=world.rank)
+    if world.rank > 0 and resume is None:  # this rank's own random directions (Hutchinson's probes)
+        torch.manual_seed(int(np.random.SeedSequence(config.seed, spawn_key=(world.rank,)).generate_state(1)[0]))
     test = EvalSet.build(problem, config.n_test)
     if config.scale_output and resume is None and hasattr(model, "set_output_scaling"):
         model.set_output_scaling(*output_scaling(problem, config.seed))
@@ -255,8 +263,11 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
     interior_loss, bc_weight = _interior_loss(problem, model, config)
     objective = Objective(model, compile_loss(interior_loss) if config.compile else interior_loss, interior_loss,
                           bc_weight, config.chunk or auto_chunk(model, jacobian_rows(config, problem.dim)),
-                          problem.volume if config.loss == "ritz" else None)
+                          problem.volume if config.loss == "ritz" else None, world)
     schedule = phases_of(config)
+    if any(name == "gauss_newton" for name, _ in schedule) and world.size > 1:
+        raise ConfigError("train.optimizer", "expected adam or lbfgs in a data-parallel run (gauss_newton solves "
+                          "with every point's Jacobian row in one process)", f"gauss_newton in {world.size} processes")
     if any(name == "gauss_newton" for name, _ in schedule) and not supports(model):
         raise ConfigError("train.optimizer", "expected a model the forward Laplacian knows (MLP or MscaleDNN) for "
                           "gauss_newton", type(model).__name__)
@@ -272,18 +283,21 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
     state = TrainState(0, model, phase(0), ema=config.ema)
     state.restart_average()
     if resume is not None:
-        ckpt.restore(resume, state, sampler, phase)
+        ckpt.restore(ckpt.for_rank(resume, world.rank, world.size), state, sampler, phase)
     good = ckpt.capture(state, sampler)  # the state a divergence rolls back to
 
     def save(status: str) -> None:
         nonlocal good
         good = ckpt.capture(state, sampler)
         if checkpoint is not None:
-            ckpt.write(checkpoint.path, good, {**checkpoint.meta, "status": status})
+            ranks = world.gather(ckpt.rank_part(good))  # every rank's random state and points
+            if world.is_main:
+                ckpt.write(checkpoint.path, ckpt.with_ranks(good, ranks), {**checkpoint.meta, "status": status})
 
     if checkpoint is not None and resume is None:
         save("running")  # step 0: an unwritable path or a full disk fails here, before training
-    bar = BudgetBar(config.steps, config.time_limit, state.step, state.train_time, enabled=config.progress)
+    bar = BudgetBar(config.steps, config.time_limit, state.step, state.train_time,
+                    enabled=config.progress and world.is_main)
     start = time.perf_counter()
     status = "completed"
     while True:
@@ -323,14 +337,18 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
             continue
         if state.average is not None:
             state.average.update_parameters(model)
-        state.step, state.train_time = step, state.train_time + time.perf_counter() - t0
+        # the slowest rank's time (the budget ends on the same step everywhere); a stop asked on any
+        seconds, asked = world.max(time.perf_counter() - t0, float(stop is not None and stop()))
+        state.step, state.train_time = step, state.train_time + seconds
         used = lambda seconds: budget_fraction(config.steps, config.time_limit, step, state.train_time + seconds)  # noqa: E731
         if adapt.due(model, used(0.0), state.adaptations):
             t1 = time.perf_counter()
-            state.adaptations.append(adapt.adapt(model, problem, state.batch, beta, step, config.seed,
-                                                 len(state.adaptations), used,
-                                                 adapt.share_left(state.adaptations)).to_dict())
-            state.train_time += time.perf_counter() - t1  # the estimation is part of the training time
+            record = None if not world.is_main else adapt.adapt(
+                model, problem, state.batch, beta, step, config.seed, len(state.adaptations), used,
+                adapt.share_left(state.adaptations)).to_dict()
+            state.adaptations.append(world.broadcast(record))  # rank 0 estimates, every rank gets its units
+            world.broadcast_module(model)
+            state.train_time += world.max(time.perf_counter() - t1)[0]  # the estimation is training time
             state.restart_average()  # new units: the average restarts at the new network
         done = step == config.steps or (config.time_limit is not None and state.train_time >= config.time_limit)
         # every row holds numbers measured at the parameters after ``step`` updates: this step's
@@ -349,13 +367,13 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
                 with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                     interior_now, bc_now = objective.terms(state.batch)
                 record = {"step": step, "loss": interior_now + beta * bc_now, "loss_interior": interior_now,
-                          "loss_boundary": bc_now, "beta": beta, **evaluate(model, test), "lr": lr,
+                          "loss_boundary": bc_now, "beta": beta, **evaluate(model, test, world=world), "lr": lr,
                           "train_time_s": state.train_time, "elapsed_s": time.perf_counter() - start}
                 state.history.append(record)
                 bar.update(step, state.train_time, loss=record["loss"], rel_l2=record["rel_l2"])
             for hook in hooks:
                 hook(state)
-        stopping = stop is not None and stop()
+        stopping = asked > 0
         if done or stopping or step % config.checkpoint_every == 0:
             save("completed" if done else "interrupted" if stopping else "running")
         if done or stopping:
@@ -368,6 +386,7 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
     metrics = {"status": status, **{k: final.get(k) for k in ("rel_l2", "rel_max", "rel_h1", "loss")},
                "steps": state.step, "wall_time_s": wall, "train_time_s": state.train_time,
                "steps_per_s": state.step / max(state.train_time, 1e-12), "device": str(device),
+               "world_size": world.size,
                "dtype": config.dtype, "lr_scale": state.lr_scale, "rollbacks": state.rollbacks,
                "optimizer": [{**p, "to_step": (state.phases[i + 1]["from_step"] - 1 if i + 1 < len(state.phases)
                                                else state.step)} for i, p in enumerate(state.phases)],
