@@ -7,7 +7,9 @@ report aggregates the errors over seeds, the step at which each frequency conver
 sentence that says who won by how much.
 
 The runs are independent: ``jobs`` > 1 runs them in that many worker processes (spawned, each
-with ``cores / jobs`` torch threads), and a compare that was stopped resumes from its directory,
+with ``cores / jobs`` torch threads), ``ray`` submits them as tasks to a Ray cluster (each
+returns its run's files, so the workers need no file system shared with this process; they need
+mscalednn installed), and a compare that was stopped resumes from its directory,
 running only the runs that have no ``run.json`` yet. Every run's seed fixes its result, so the
 summary does not depend on the order or the process a run had (with a budget in steps; a time
 budget depends on the machine's speed anyway).
@@ -258,6 +260,52 @@ def _job(problem_file: str, contender: Contender, seed: int, out: Path, directio
     return run_contender(problem, contender, seed, out, directions)
 
 
+def _remote_job(problem_name: str, problem_text: str, contender: Contender, seed: int, directions: str,
+                threads: int) -> dict[str, bytes]:
+    """One run as a Ray task, on any machine of the cluster: the problem file is re-created from
+    its text in a temporary directory, and the run's files come back as bytes."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        problem_file = Path(tmp) / problem_name
+        problem_file.write_text(problem_text)
+        _job(str(problem_file), contender, seed, Path(tmp) / "run", directions, threads)
+        return {p.name: p.read_bytes() for p in (Path(tmp) / "run").iterdir()}
+
+
+def connect_ray(address: str):
+    """The ray module, connected: to the instance this process already started, else to
+    ``address`` (``auto``: the cluster this machine belongs to; ``ray://host:port``; ``local``: a
+    new instance on this machine)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray", "expected the optional package ray (pip install 'mscalednn[ray]')",
+                          address) from None
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, log_to_driver=False)
+    return ray
+
+
+def _run_on_ray(address: str, todo: list, problem_file: str, directions: str, run_dir, report, log) -> None:
+    """Every (seed, contender) of ``todo`` as a Ray task; each finished run's files are written
+    under ``run_dir(contender, seed)`` as it comes back (run.json last: it marks a finished run)."""
+    ray = connect_ray(address)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    threads = max(1, cpus // len(todo))
+    log(f"{len(todo)} runs on Ray ({cpus} CPUs), {threads} torch thread(s) each")
+    task = ray.remote(num_cpus=threads)(_remote_job)
+    text = Path(problem_file).read_text()
+    pending = {task.remote(Path(problem_file).name, text, c, seed, directions, threads): (seed, c) for seed, c in todo}
+    while pending:
+        (ready,), _ = ray.wait(list(pending), num_returns=1)
+        seed, c = pending.pop(ready)
+        files, folder = ray.get(ready), run_dir(c, seed)
+        folder.mkdir(parents=True, exist_ok=False)
+        for name in sorted(files, key=lambda n: n == "run.json"):
+            write_atomic(folder / name, files[name])
+        report(json.loads(files["run.json"]))
+
+
 def finished_runs(out: Path) -> dict[tuple[str, int], dict]:
     """The records of the runs under ``out/runs`` that finished (their run.json was written),
     by (model, seed); a run directory without one (a run stopped while writing) is removed."""
@@ -285,11 +333,11 @@ def resumable_runs(out: Path, contenders: list[Contender]) -> dict[tuple[str, in
 
 def compare(problem: PoissonProblem, contenders: list[Contender], seeds: list[int], out: Path,
             budget: str, notes: list[str] = (), directions: str = "axes", log=print, jobs: int = 1,
-            problem_file: str | None = None) -> dict:
+            problem_file: str | None = None, ray: str | None = None) -> dict:
     """Run every contender with every seed (those with a finished run under ``out`` are not run
-    again), in ``jobs`` worker processes if more than 1 (they read the problem from
-    ``problem_file``), then write summary.json, summary.md and the plots into ``out``; returns
-    the summary."""
+    again), in ``jobs`` worker processes if more than 1, or as tasks of the Ray cluster at
+    ``ray`` (both read the problem from ``problem_file``), then write summary.json, summary.md
+    and the plots into ``out``; returns the summary."""
     plan = [(seed, c) for seed in seeds for c in contenders]
     done = resumable_runs(out, contenders)
     todo = [(seed, c) for seed, c in plan if (c.name, seed) not in done]
@@ -304,13 +352,15 @@ def compare(problem: PoissonProblem, contenders: list[Contender], seeds: list[in
     def run_dir(c: Contender, seed: int) -> Path:
         return out / "runs" / f"{c.name}-seed{seed}"
 
-    if jobs <= 1 or len(todo) <= 1:
+    if (jobs > 1 or ray is not None) and todo and problem_file is None:
+        raise ValueError("compare with jobs > 1 or ray needs the problem's file (workers read it)")
+    if ray is not None and todo:
+        _run_on_ray(ray, todo, problem_file, directions, run_dir, report, log)
+    elif jobs <= 1 or len(todo) <= 1:
         for i, (seed, c) in enumerate(todo):
             log(f"[{i + 1}/{len(todo)}] {c.name}, seed {seed}")
             report(run_contender(problem, c, seed, run_dir(c, seed), directions))
     else:
-        if problem_file is None:
-            raise ValueError("compare with jobs > 1 needs the problem's file (workers read it)")
         workers = min(jobs, len(todo))
         threads = max(1, (os.cpu_count() or 1) // workers)
         log(f"{len(todo)} runs in {workers} processes, {threads} torch thread(s) each")

@@ -1,6 +1,7 @@
 """`mscale compare` and the per-frequency measurements it is built on."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -286,6 +287,38 @@ def test_parallel_compare_gives_the_sequential_summary(tmp_path, capsys):
     for a, b in zip(seq["models"], par["models"]):
         assert a["model"] == b["model"] and np.isclose(a["rel_l2_mean"], b["rel_l2_mean"], rtol=1e-9)
     assert seq["verdict"].split(" in ")[0] == par["verdict"].split(" in ")[0]
+
+
+def test_compare_on_a_local_ray_instance_gives_the_sequential_summary(tmp_path, capsys):
+    """--ray on a local Ray instance with 2 workers: the runs come back as files, the same as
+    the sequential ones (float64, a budget in steps)."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'mscalednn[ray]'; the dev install "
+                                            "has it)")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert _tiny_compare("--out", str(tmp_path / "ray"), "--ray", "auto") == 0
+    finally:
+        ray.shutdown()
+    assert "4 runs on Ray (2 CPUs), 1 torch thread(s) each" in capsys.readouterr().err
+    assert _tiny_compare("--out", str(tmp_path / "seq")) == 0
+    (seq, seq_runs), (par, par_runs) = _errors(tmp_path / "seq"), _errors(tmp_path / "ray")
+    assert list(seq_runs) == list(par_runs) and len(seq_runs) == 4
+    assert sorted(p.name for p in (tmp_path / "ray" / "runs" / "mscale-seed0").iterdir()) == sorted(
+        p.name for p in (tmp_path / "seq" / "runs" / "mscale-seed0").iterdir())
+    for name in seq_runs:
+        assert np.allclose(seq_runs[name], par_runs[name], rtol=1e-9, atol=0), name
+    assert [e["rel_l2_mean"] for e in seq["models"]] == pytest.approx([e["rel_l2_mean"] for e in par["models"]],
+                                                                      rel=1e-9)
+
+
+def test_ray_without_the_package_or_with_jobs_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as where it is not installed
+    assert _tiny_compare("--out", str(tmp_path / "a"), "--ray", "auto") == 2
+    assert _tiny_compare("--out", str(tmp_path / "b"), "--ray", "auto", "--jobs", "2") == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("mscale: error: --ray:") for line in lines)
+    assert "pip install 'mscalednn[ray]'" in lines[0] and "--jobs" in lines[1]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_a_stopped_compare_resumes_running_only_what_is_missing(tmp_path, capsys):
