@@ -1,0 +1,168 @@
+"""Collocation points per second of `mscale solve`'s training step, in 1 and more processes.
+
+For each problem and number of processes P, the same training as `mscale solve` (the function
+``mscalednn.solve``, default fixed-scale MscaleDNN ``configs/mscale.yaml``, residual loss, Adam)
+runs for ``--steps`` timed steps after ``--warmup`` untimed ones, in a fresh launch:
+``torchrun --standalone --nproc-per-node P`` (gloo on the CPU, nccl on GPUs) for P > 1, plain
+``python`` for P = 1. Each process gets cores / P threads. Two scalings:
+
+* weak:   every process has ``--points`` interior points (the effective batch grows with P),
+* strong: the ``--points`` are split over the P processes (the same effective batch).
+
+Printed per row: steps/s, interior points per second (all processes), the speed-up over P = 1
+of the same scaling, the matrix-product work of one process's step (the flops of its matmuls,
+counted by ``torch.utils.flop_counter`` on rank 0's step; elementwise work is not counted), the
+rate that makes per process, and the float32 sgemm rate measured in the same process with its
+threads ([20000, 128] x [128, 128]), with the step's share of it. JSON (``--json``) holds every
+row.
+
+    python benchmarks/bench_throughput.py                                  # poisson10d, P = 1, 2
+    python benchmarks/bench_throughput.py --problems poisson10d poisson1000d --steps 20
+    python benchmarks/bench_throughput.py --device cuda --processes 1       # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sgemm_rate(device: str, reps: int = 20) -> float:
+    """float32 GFLOP/s of [20000, 128] x [128, 128] on ``device`` (best of ``reps``)."""
+    import torch
+    a = torch.randn(20000, 128, device=device)
+    b = torch.randn(128, 128, device=device)
+    best = float("inf")
+    for _ in range(reps + 2):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * 20000 * 128 * 128 / best / 1e9
+
+
+def step_flops(objective, batch) -> float:
+    """Floating-point operations of one training step's backward (Laplacian, loss, gradients)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        objective.backward(batch, beta=1.0)
+    return float(counter.get_total_flops())
+
+
+def worker(args) -> None:
+    """One process of a measurement; rank 0 prints a JSON row."""
+    import torch
+    from mscalednn import distributed, load_problem, load_run_config, seed_everything, solve
+    from mscalednn.optimizers import Objective
+    from mscalednn.runtime import tune_allocator
+    from mscalednn.sampling import Sampler
+    from mscalednn.train import _interior_loss, auto_chunk, jacobian_rows
+
+    tune_allocator()
+    world = distributed.init_from_environment(args.device)
+    problem, _ = load_problem(ROOT / "problems" / f"{args.problem}.yaml")
+    per_rank = args.points if args.scaling == "weak" else args.points // world.size
+    run = load_run_config(ROOT / "configs" / "mscale.yaml", [
+        f"train.device={args.device}", "train.time_limit=null", "train.progress=false", "train.n_test=1000",
+        f"train.n_interior={per_rank}", f"train.n_boundary={max(1, per_rank // 2)}",
+        f"train.steps={args.warmup + args.steps}", f"train.eval_every={10 ** 9}",
+        f"train.checkpoint_every={10 ** 9}", "train.ema=null"])
+    seed_everything(0)
+    model = run.model.build(problem.dim)
+    times: list[float] = []
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+
+    def stamp(state):
+        sync()
+        times.append(time.perf_counter())
+
+    result = solve(problem, model, run.train, hooks=[stamp])
+    # times[i]: after step i + 1 (its hooks); steps 1 and the last also evaluate the errors: the
+    # window runs from after step ``warmup`` to after the last step but one
+    seconds, steps = times[-2] - times[args.warmup - 1], args.steps - 1
+    flops = None
+    if world.is_main:  # the work of one step on rank 0's points, counted outside the timing
+        dtype = next(model.parameters()).dtype
+        sampler = Sampler(problem, "uniform", 1, device=next(model.parameters()).device, dtype=dtype)
+        x_in, x_bd = sampler.interior(per_rank), sampler.boundary(max(1, per_rank // 2))
+        interior, bc_weight = _interior_loss(problem, model, run.train)
+        objective = Objective(model, interior, interior, bc_weight,
+                              auto_chunk(model, jacobian_rows(run.train, problem.dim)))
+        flops = step_flops(objective, (x_in, x_bd, problem.f(x_in), problem.g(x_bd)))
+        rate = sgemm_rate(args.device)
+        print(json.dumps({"problem": args.problem, "d": problem.dim, "processes": world.size,
+                          "scaling": args.scaling, "points_per_process": per_rank,
+                          "threads": torch.get_num_threads(), "device": args.device,
+                          "steps_per_s": steps / seconds, "points_per_s": steps * per_rank * world.size / seconds,
+                          "step_gflop": flops / 1e9, "gflop_per_s": flops / 1e9 * steps / seconds,
+                          "sgemm_gflop_per_s": rate, "world_size": result.metrics["world_size"]}), flush=True)
+    distributed.shutdown()
+
+
+def launch(problem: str, processes: int, scaling: str, args) -> dict:
+    """One measurement in fresh processes; its JSON row."""
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // processes)
+    me = [str(Path(__file__).resolve()), "--worker", "--problem", problem, "--scaling", scaling,
+          "--points", str(args.points), "--steps", str(args.steps), "--warmup", str(args.warmup),
+          "--device", args.device]
+    cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)] + me
+           if processes > 1 else [sys.executable] + me)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600)
+    if done.returncode != 0:
+        sys.exit(f"bench_throughput: {problem} P={processes} failed:\n{done.stderr[-3000:]}")
+    return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--problems", nargs="+", default=["poisson10d"])
+    p.add_argument("--processes", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--scalings", nargs="+", default=["weak", "strong"], choices=["weak", "strong"])
+    p.add_argument("--points", type=int, default=2000, help="interior points per process (weak) or in all (strong)")
+    p.add_argument("--steps", type=int, default=40, help="timed steps")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (at least 2)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--json", type=Path)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--problem", help=argparse.SUPPRESS)
+    p.add_argument("--scaling", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    if args.warmup < 2 or args.steps < 2:
+        p.error("--warmup and --steps must be at least 2")
+    rows = []
+    print(f"{'problem':<14}{'scaling':<8}{'P':>3}{'pts/proc':>9}{'thr':>4}{'steps/s':>9}{'points/s':>11}"
+          f"{'speed-up':>9}{'GFLOP/step':>11}{'GF/s/proc':>10}{'sgemm':>7}{'share':>7}")
+    for problem in args.problems:
+        for scaling in args.scalings:
+            base = None
+            for processes in args.processes:
+                row = launch(problem, processes, scaling, args)
+                if processes == 1:
+                    base = row["points_per_s"]
+                row["speed_up"] = row["points_per_s"] / base if base else None
+                rows.append(row)
+                speed = f"{row['speed_up']:.2f}" if row["speed_up"] else "-"
+                print(f"{problem:<14}{scaling:<8}{processes:>3}{row['points_per_process']:>9}{row['threads']:>4}"
+                      f"{row['steps_per_s']:>9.2f}{row['points_per_s']:>11.0f}{speed:>9}{row['step_gflop']:>11.2f}"
+                      f"{row['gflop_per_s']:>10.1f}{row['sgemm_gflop_per_s']:>7.0f}"
+                      f"{row['gflop_per_s'] / row['sgemm_gflop_per_s']:>7.0%}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
