@@ -14,8 +14,10 @@ and, with ``--methods ...``, ``forward+compile`` (the same under torch.compile, 
 the sampled-coordinates estimate (16 of the d axes, gathered; not exact).
 Every worker process calls ``mscalednn.runtime.tune_allocator()`` (as ``mscale`` does), whatever
 the method. Each (method, model, d) runs in a fresh process (median of repeats after a warm-up);
-the table prints times, the ratio to nested autograd measured in the same run, and peak memory;
-JSON is written. ``--check`` (meant for a GPU) compares each method's Laplacian on the device
+the table prints times, the ratio to nested autograd measured in the same run, peak memory, the
+step's matrix-product flops (``torch.utils.flop_counter``; elementwise work not counted), the
+float32 sgemm rate measured in the same process ([20000, 128] x [128, 128]) and the step's share
+of it (matmul flops / step time / sgemm rate); JSON is written. ``--check`` (meant for a GPU) compares each method's Laplacian on the device
 with the float64 CPU reference first.
 
     python benchmarks/bench_laplacian.py                  # d in 2, 10, 50, 100
@@ -35,6 +37,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_throughput import sgemm_rate  # noqa: E402 (the same sgemm measurement in both benchmarks)
 METHODS = ("forward", "nested", "torch.func")
 MODELS = {"vanilla": "tanh", "mscale": "s2relu"}
 
@@ -125,12 +129,24 @@ def worker(method: str, model: str, d: int, n: int, width: int, depth: int, reps
         sync()
         times.append(time.perf_counter() - t0)
     times.sort()
+    from torch.utils.flop_counter import FlopCounterMode
+    plain = lambda xs, fs: (-lap(xs) - fs).square().mean()  # noqa: E731 (uncompiled: the same products)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            net.zero_grad(set_to_none=True)
+            backward_in_chunks(plain, x, f, chunk)
+        flops = float(counter.get_total_flops())
+    except RuntimeError:  # the counter cannot follow torch.autograd.grad inside a backward (nested)
+        flops = None
+    sgemm = sgemm_rate(device)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
             else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
     return {"method": method, "model": model, "activation": MODELS[model], "d": d, "n": n,
             "width": width, "depth": depth, "device": device, "reps": reps,
             "chunk": chunk, "allocator_tuned": tuned,
             "time_s": times[len(times) // 2], "time_min_s": times[0],
+            "matmul_gflop": None if flops is None else flops / 1e9, "sgemm_gflop_per_s": sgemm,
+            "sgemm_share": None if flops is None else flops / times[len(times) // 2] / 1e9 / sgemm,
             "peak_mem_mb": peak, "baseline_rss_mb": base / 1024,
             "peak_mem_note": "GPU max allocated" if dev.type == "cuda" else "rise of the process peak RSS over the step"}
 
@@ -165,7 +181,8 @@ def main() -> None:
                     print(f"check {model:8s} d={d:4d} {rec['method']:11s} rel. difference from CPU float64: "
                           f"{rec['rel_err_vs_cpu_float64']:.2e}", flush=True)
                     records.append(rec)
-    print(f"{'model':8s} {'act':7s} {'d':>4s} {'method':11s} {'time ms':>9s} {'vs nested':>9s} {'peak MB':>8s}", flush=True)
+    print(f"{'model':8s} {'act':7s} {'d':>4s} {'method':11s} {'time ms':>9s} {'vs nested':>9s} {'peak MB':>8s} "
+          f"{'GFLOP':>7s} {'sgemm GF/s':>10s} {'share':>6s}", flush=True)
     for model in MODELS:
         for d in dims:
             row = {}
@@ -184,7 +201,10 @@ def main() -> None:
                 ratio = row["nested"]["time_s"] / rec["time_s"] if "nested" in row else float("nan")
                 rec["speedup_vs_nested"] = ratio
                 print(f"{model:8s} {MODELS[model]:7s} {d:4d} {method:11s} {rec['time_s'] * 1e3:9.1f} "
-                      f"{ratio:8.2f}x {rec['peak_mem_mb']:8.0f}", flush=True)
+                      f"{ratio:8.2f}x {rec['peak_mem_mb']:8.0f} "
+                      + (f"{rec['matmul_gflop']:7.2f} " if rec["matmul_gflop"] is not None else f"{'-':>7s} ")
+                      + f"{rec['sgemm_gflop_per_s']:10.0f} "
+                      + (f"{rec['sgemm_share']:6.0%}" if rec["sgemm_share"] is not None else f"{'-':>6s}"), flush=True)
     from mscalednn.outputs import write_json
     path = ROOT / args.json
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,9 @@ Printed per row: steps/s, interior points per second (all processes), the speed-
 of the same scaling, the matrix-product work of one process's step (the flops of its matmuls,
 counted by ``torch.utils.flop_counter`` on rank 0's step; elementwise work is not counted), the
 rate that makes per process, and the float32 sgemm rate measured in the same process with its
-threads ([20000, 128] x [128, 128]), with the step's share of it. JSON (``--json``) holds every
-row.
+threads ([20000, 128] x [128, 128]), with the step's share of it; with 1 process, what the
+per-step check for NaN/Inf (the training loop's one host synchronisation) adds to a step. JSON
+(``--json``) holds every row.
 
     python benchmarks/bench_throughput.py                                  # poisson10d, P = 1, 2
     python benchmarks/bench_throughput.py --problems poisson10d poisson1000d --steps 20
@@ -59,6 +60,32 @@ def step_flops(objective, batch) -> float:
     return float(counter.get_total_flops())
 
 
+def finite_check_cost(objective, batch, model, device: str, steps: int = 20) -> float:
+    """Seconds per step that the training loop's check of the loss and parameters for NaN/Inf
+    (its one host synchronisation, ``mscalednn.train._finite``) adds to an Adam step: the best
+    of 3 loops of ``steps`` steps with it against without it, in one process."""
+    import torch
+    from mscalednn.train import _finite
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    adam = torch.optim.Adam(model.parameters(), lr=1e-6)
+
+    def loop(check: bool) -> float:
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            adam.zero_grad(set_to_none=True)
+            loss = objective.backward(batch, 1.0)[0]
+            adam.step()
+            if check:
+                _finite(loss, model)
+        sync()
+        return (time.perf_counter() - start) / steps
+
+    loop(False)
+    without, with_check = min(loop(False) for _ in range(3)), min(loop(True) for _ in range(3))
+    return with_check - without
+
+
 def worker(args) -> None:
     """One process of a measurement; rank 0 prints a JSON row."""
     import torch
@@ -98,14 +125,17 @@ def worker(args) -> None:
         interior, bc_weight = _interior_loss(problem, model, run.train)
         objective = Objective(model, interior, interior, bc_weight,
                               auto_chunk(model, jacobian_rows(run.train, problem.dim)))
-        flops = step_flops(objective, (x_in, x_bd, problem.f(x_in), problem.g(x_bd)))
+        batch = (x_in, x_bd, problem.f(x_in), problem.g(x_bd))
+        flops = step_flops(objective, batch)
         rate = sgemm_rate(args.device)
+        check = finite_check_cost(objective, batch, model, args.device) if world.size == 1 else None
         print(json.dumps({"problem": args.problem, "d": problem.dim, "processes": world.size,
                           "scaling": args.scaling, "points_per_process": per_rank,
                           "threads": torch.get_num_threads(), "device": args.device,
                           "steps_per_s": steps / seconds, "points_per_s": steps * per_rank * world.size / seconds,
                           "step_gflop": flops / 1e9, "gflop_per_s": flops / 1e9 * steps / seconds,
-                          "sgemm_gflop_per_s": rate, "world_size": result.metrics["world_size"]}), flush=True)
+                          "sgemm_gflop_per_s": rate, "world_size": result.metrics["world_size"],
+                          "finite_check_ms": None if check is None else 1e3 * check}), flush=True)
     distributed.shutdown()
 
 
@@ -145,7 +175,7 @@ def main() -> None:
         p.error("--warmup and --steps must be at least 2")
     rows = []
     print(f"{'problem':<14}{'scaling':<8}{'P':>3}{'pts/proc':>9}{'thr':>4}{'steps/s':>9}{'points/s':>11}"
-          f"{'speed-up':>9}{'GFLOP/step':>11}{'GF/s/proc':>10}{'sgemm':>7}{'share':>7}")
+          f"{'speed-up':>9}{'GFLOP/step':>11}{'GF/s/proc':>10}{'sgemm':>7}{'share':>7}{'NaN check ms':>13}")
     for problem in args.problems:
         for scaling in args.scalings:
             base = None
@@ -159,7 +189,9 @@ def main() -> None:
                 print(f"{problem:<14}{scaling:<8}{processes:>3}{row['points_per_process']:>9}{row['threads']:>4}"
                       f"{row['steps_per_s']:>9.2f}{row['points_per_s']:>11.0f}{speed:>9}{row['step_gflop']:>11.2f}"
                       f"{row['gflop_per_s']:>10.1f}{row['sgemm_gflop_per_s']:>7.0f}"
-                      f"{row['gflop_per_s'] / row['sgemm_gflop_per_s']:>7.0%}", flush=True)
+                      f"{row['gflop_per_s'] / row['sgemm_gflop_per_s']:>7.0%}"
+                      + (f"{row['finite_check_ms']:>13.3f}" if row["finite_check_ms"] is not None else f"{'-':>13}"),
+                      flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

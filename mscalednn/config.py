@@ -91,6 +91,7 @@ class TrainConfig:
     probes: Count = 16
     chunk: Count | None = None
     compile: bool = False
+    tf32: bool = False
     progress: bool = True
     tensorboard: bool = False
     checkpoint_every: Count = 500

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from scipy.stats import qmc
 
+from .errors import ConfigError
 from .problem import PoissonProblem
 
 TRAIN, TEST, MONITOR, SCALING = 0, 1, 2, 3  # purposes: collocation points, test points, frequency
@@ -33,16 +34,24 @@ class Sampler:
 
     Boundary points pick a face with probability proportional to its area, then a point
     uniformly on it. All draws come from the ``purpose`` stream of ``seed`` and ``rank`` (TRAIN
-    unless given; see :func:`stream`).
+    unless given; see :func:`stream`). ``on_device`` (uniform points only): draw them with a
+    torch generator on ``device`` (seeded from that stream), so that a GPU run neither computes
+    them on the host nor waits for their copy; the training loop does so on a GPU.
     """
 
     def __init__(self, problem: PoissonProblem, kind: str = "uniform", seed: int = 0,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, purpose: int = TRAIN,
-                 rank: int = 0):
+                 rank: int = 0, on_device: bool = False):
         if kind not in ("uniform", "sobol"):
             raise ValueError(f"sampler kind must be 'uniform' or 'sobol', got {kind!r}")
+        if on_device and kind != "uniform":
+            raise ValueError("on_device sampling draws uniform points only")
         self.problem, self.kind, self.device, self.dtype = problem, kind, device, dtype
         self.rng = stream(seed, purpose, rank)
+        self.generator = None
+        if on_device:
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(int(self.rng.integers(2**62)))
         d = problem.dim
         if kind == "sobol":
             self._sobol_in = qmc.Sobol(d, scramble=True, seed=self.rng)
@@ -57,13 +66,21 @@ class Sampler:
         how many points each Sobol sequence has given."""
         engines = [getattr(self, name, None) for name in ("_sobol_in", "_sobol_bd")]
         return {"kind": self.kind, "rng": self.rng.bit_generator.state,
-                "sobol": [e.num_generated if e is not None else 0 for e in engines]}
+                "sobol": [e.num_generated if e is not None else 0 for e in engines],
+                "on_device": None if self.generator is None else self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue the draws exactly where :meth:`state_dict` was taken (this sampler must have
         been made with the same problem, kind and seed: the Sobol scrambling comes from the seed)."""
         if state["kind"] != self.kind:
             raise ValueError(f"sampler state is for kind {state['kind']!r}, not {self.kind!r}")
+        saved = state.get("on_device")
+        if (saved is None) != (self.generator is None):
+            where = "a GPU" if saved is not None else "the CPU"
+            raise ConfigError("--resume", f"expected to resume on {where}, where the run drew its points (a GPU "
+                              "run draws them on the device)", "cpu" if saved is not None else "cuda")
+        if saved is not None:
+            self.generator.set_state(saved)
         self.rng.bit_generator.state = state["rng"]
         if self.kind == "sobol":
             for engine, n in zip((self._sobol_in, self._sobol_bd), state["sobol"]):
@@ -81,12 +98,21 @@ class Sampler:
     def _tensor(self, unit: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(self._lo + unit * self._width, dtype=self.dtype, device=self.device)
 
+    def _device_unit(self, n: int) -> torch.Tensor:
+        return torch.rand(n, self.problem.dim, generator=self.generator, device=self.device, dtype=torch.float64)
+
     def interior(self, n: int) -> torch.Tensor:
         """n points in the box [n, d]."""
+        if self.generator is not None:
+            lo, width = (torch.as_tensor(a, device=self.device) for a in (self._lo, self._width))
+            return (lo + self._device_unit(n) * width).to(self.dtype)
         return self._tensor(self._unit(n, self._sobol_in if self.kind == "sobol" else None))
 
     def boundary(self, n: int) -> torch.Tensor:
-        """n points on the boundary [n, d]."""
+        """n points on the boundary [n, d]: a face by area, then uniform on it (the first unit
+        coordinate chooses the face, the others fill its d - 1 free coordinates in order)."""
+        if self.generator is not None:
+            return self._device_boundary(n)
         u = self._unit(n, self._sobol_bd if self.kind == "sobol" else None)
         face = np.searchsorted(self._face_cdf, u[:, 0] * (1 - 1e-12), side="right")
         axis, side = face // 2, (face % 2).astype(float)
@@ -96,6 +122,18 @@ class Sampler:
         point[rows, m + (m >= axis[:, None])] = u[:, 1:]
         point[np.arange(n), axis] = side
         return self._tensor(point)
+
+    def _device_boundary(self, n: int) -> torch.Tensor:
+        """:meth:`boundary` with the device's generator (the same construction in torch)."""
+        u, dev = self._device_unit(n), self.device
+        cdf = torch.as_tensor(self._face_cdf, device=dev)
+        face = torch.searchsorted(cdf, u[:, 0] * (1 - 1e-12), right=True)
+        axis, side = face // 2, (face % 2).to(u.dtype)
+        m = torch.arange(self.problem.dim - 1, device=dev)[None, :]
+        point = torch.empty_like(u).scatter_(1, m + (m >= axis[:, None]), u[:, 1:])
+        point[torch.arange(n, device=dev), axis] = side
+        lo, width = (torch.as_tensor(a, device=dev) for a in (self._lo, self._width))
+        return (lo + point * width).to(self.dtype)
 
 
 def test_points(problem: PoissonProblem, n: int = 10000, seed: int = 12345) -> np.ndarray:

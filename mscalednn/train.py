@@ -2,7 +2,7 @@
 
     for each step:
         t = fraction of the budget used (steps or training time, whichever is further)
-        set lr(t), beta(t); resample collocation points every k steps (f and g must be finite)
+        set lr(t), beta(t); resample collocation points every k steps (on a GPU: drawn there)
         L = interior loss (Ritz or residual) + beta * boundary penalty, backward in chunks of points
         Adam step
         every log_every steps: log the loss terms (of the parameters before the step)
@@ -12,7 +12,9 @@
         adaptive MscaleDNN at a budget fraction in model.adapt_at: find the unresolved waves in
             the residual, give them units (adapt.py); its time counts against the budget
         call the hooks (every step; they see whether errors were just evaluated)
-        a NaN/Inf in the loss or parameters: roll back to the last checkpoint, lower lr, retry
+        a NaN/Inf in the loss or parameters (the one host synchronisation of a step besides logging):
+            f or g not finite on the batch is an error; else roll back to the last checkpoint,
+            lower lr, retry
         every c steps, at the end and when asked to stop: checkpoint (checkpoint.py)
 """
 
@@ -44,6 +46,7 @@ from .metrics import EvalSet, evaluate
 from .optimizers import Objective, backward_in_chunks, make_phase  # noqa: F401 (backward_in_chunks: public here)
 from .problem import PoissonProblem, check_finite
 from .progress import BudgetBar, budget_fraction
+from .runtime import tf32
 from .sampling import SCALING, Sampler
 
 # staged boundary weight (docs/method.md section 2): multiplier from each fraction of training on
@@ -246,13 +249,21 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
 
     In a process group (``torchrun``; :mod:`mscalednn.distributed`) every rank calls this with
     the same arguments and trains the same network on points of its own; rank 0 alone writes
-    the checkpoint and shows the progress bar, and the hooks run on every rank.
+    the checkpoint and shows the progress bar, and the hooks run on every rank. On a GPU the
+    float32 matrix products are full float32 unless ``config.tf32``.
     """
+    with tf32(config.tf32):
+        return _train(problem, model, config, hooks, checkpoint, resume, stop)
+
+
+def _train(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig, hooks, checkpoint: Checkpointing | None,
+           resume: dict | None, stop: Callable[[], bool] | None) -> SolveResult:
     world = distributed.current()
     device, dtype = resolve_device(config.device), getattr(torch, config.dtype)
     model.to(device=device, dtype=dtype)
     world.broadcast_module(model)  # one network: rank 0's initial weights everywhere
-    sampler = Sampler(problem, config.sampler, config.seed, device, dtype, rank=world.rank)
+    sampler = Sampler(problem, config.sampler, config.seed, device, dtype, rank=world.rank,
+                      on_device=device.type == "cuda" and config.sampler == "uniform")
     if world.rank > 0 and resume is None:  # this rank's own random directions (Hutchinson's probes)
         torch.manual_seed(int(np.random.SeedSequence(config.seed, spawn_key=(world.rank,)).generate_state(1)[0]))
     test = EvalSet.build(problem, config.n_test)
@@ -316,11 +327,12 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
         resample = (step - 1) % config.resample_every == 0 and not state.optimizer.fixed_points
         if state.batch is None or resample or new_phase:
             x_in, x_bd = sampler.interior(config.n_interior), sampler.boundary(config.n_boundary)
-            f, g = problem.f(x_in), problem.g(x_bd)
-            check_finite(problem, **{"the source f": (x_in, f), "the boundary data g": (x_bd, g)})
-            state.batch = (x_in, x_bd, f, g)
+            state.batch = (x_in, x_bd, problem.f(x_in), problem.g(x_bd))
         loss, interior, bc = state.optimizer.step(state.batch, lr, beta)
         if not _finite(loss, model):  # caught at the step it appears; never reported as a result
+            # first: a source or boundary data not finite at a point of the batch is the problem's fault
+            x_in, x_bd, f, g = state.batch
+            check_finite(problem, **{"the source f": (x_in, f), "the boundary data g": (x_bd, g)})
             retry = len(state.rollbacks) < config.max_retries
             scale = state.lr_scale * config.retry_lr_factor if retry else state.lr_scale
             event = {"step": step, "to_step": good["step"] if retry else None,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mscalednn import load_problem, parse_expression
+from mscalednn import ConfigError, load_problem, parse_expression
 from mscalednn.derivatives import value_grad_laplacian
 from mscalednn.losses import ritz_interior, boundary_penalty
 from mscalednn.metrics import EvalSet, absolute_errors, relative_errors
@@ -56,10 +56,12 @@ def box_problem(d=3, lo=None, hi=None):
     return PoissonProblem(parse_expression("sum(x**2)", d), tuple(lo), tuple(hi))
 
 
-@pytest.mark.parametrize("kind", ["uniform", "sobol"])
+@pytest.mark.parametrize("kind", ["uniform", "sobol", "on_device"])
 def test_sampler_points_in_box_and_on_boundary(kind):
+    """``on_device``: the torch generator a GPU run draws with (here on the CPU)."""
     p = box_problem(3, (-1.0, 0.0, 2.0), (1.0, 0.5, 5.0))
-    s = Sampler(p, kind, seed=0, dtype=torch.float64)
+    s = Sampler(p, "uniform" if kind == "on_device" else kind, seed=0, dtype=torch.float64,
+                on_device=kind == "on_device")
     lo, hi = torch.tensor(p.lo), torch.tensor(p.hi)
     xi = s.interior(4096)
     assert ((xi >= lo) & (xi <= hi)).all()
@@ -76,11 +78,41 @@ def test_sampler_points_in_box_and_on_boundary(kind):
     assert abs(free.mean().item() - 3.5) < 0.1
 
 
-def test_sampler_is_seeded():
+@pytest.mark.parametrize("on_device", [False, True])
+def test_sampler_is_seeded(on_device):
     p = box_problem()
-    a, b = Sampler(p, seed=5).interior(10), Sampler(p, seed=5).interior(10)
+    a, b = (Sampler(p, seed=5, on_device=on_device).interior(10) for _ in range(2))
     assert torch.equal(a, b)
-    assert not torch.equal(a, Sampler(p, seed=6).interior(10))
+    assert not torch.equal(a, Sampler(p, seed=6, on_device=on_device).interior(10))
+
+
+def test_device_sampling_continues_from_its_state_and_is_not_resumed_on_the_host():
+    p = box_problem(2)
+    s = Sampler(p, seed=3, on_device=True)
+    s.interior(7)
+    state = s.state_dict()
+    ahead = torch.cat([s.interior(5), s.boundary(5)])
+    again = Sampler(p, seed=3, on_device=True)
+    again.load_state_dict(state)
+    assert torch.equal(ahead, torch.cat([again.interior(5), again.boundary(5)]))
+    with pytest.raises(ConfigError, match="expected to resume on a GPU"):
+        Sampler(p, seed=3).load_state_dict(state)
+
+
+def test_a_source_not_finite_at_a_training_point_is_named_not_rolled_back():
+    """f is checked where the step's loss is not finite: an error naming f and the point, not a
+    divergence retry (the source is the problem's fault)."""
+    from mscalednn import MLP, TrainConfig, solve
+    from mscalednn.errors import ProblemError
+
+    class Poisoned(PoissonProblem):
+        def f(self, x):
+            out = super().f(x)
+            return torch.where(x[:, 0] > 0.9, torch.nan, out) if x.shape[0] == 64 else out
+
+    problem = Poisoned(parse_expression("sin(pi*x[0])*x[1]", 2), (0.0, 0.0), (1.0, 1.0), "poisoned")
+    with pytest.raises(ProblemError, match=r"poisoned: the source f is not finite at \d+ of 64 points, e\.g\. nan"):
+        solve(problem, MLP(2, width=8, depth=1), TrainConfig(steps=5, n_interior=64, n_test=100, progress=False))
 
 
 def test_test_points_grid_in_low_dimension():

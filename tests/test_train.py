@@ -190,3 +190,16 @@ def test_output_scaling_removes_the_plateau_at_the_mean():
         first[on] = [r["rel_l2"] for r in result.history if "rel_l2" in r]
         assert result.metrics["output_scaling"]["shift"] == (pytest.approx(27.7, abs=1.5) if on else 0.0)
     assert first[True][0] < 0.05 and first[False][0] > 0.9 and first[True][-1] < 0.1 * first[False][-1]
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_tf32_is_set_for_the_run_only(enabled):
+    """train.tf32 sets PyTorch's TF32 switches while the run trains (the hooks see them) and puts
+    the previous ones back after."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    seen = []
+    problem = PoissonProblem(parse_expression("sin(pi*x[0])", 1), (0.0,), (1.0,))
+    solve(problem, MLP(1, width=8, depth=1), TrainConfig(steps=2, n_test=100, progress=False, tf32=enabled),
+          hooks=[lambda s: seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))])
+    assert seen == [(enabled, enabled)] * 2
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
