@@ -167,7 +167,7 @@ def adapt(model: AdaptiveMscaleDNN, problem: PoissonProblem, batch: tuple, beta:
         seconds = time.perf_counter() - start
         none = torch.zeros(0, problem.dim, dtype=torch.float64)
         return Adaptation(step, (budget(0.0), budget(seconds)), Waves(none, torch.zeros(0), 0.0), torch.zeros(0),
-                          none, [], seconds, skipped=f"the estimation would take at least {predicted:.0f} s, more "
+                          none, [], seconds, skipped=f"the estimation would take at least {predicted:.1f} s, more "
                           f"than the {share:.1%} of the budget left to estimations")
     found = find_waves(fn, lo, hi, generator, noise_factor=NOISE_FACTOR)
     snr = source_snr(problem, found.k, generator)

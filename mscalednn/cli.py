@@ -172,6 +172,7 @@ def _solve(args, held: contextlib.ExitStack) -> int:
               f"config {source['model'] or 'built-in defaults'}, {what}"
               + (f" or {run.train.time_limit:g} s" if run.train.time_limit else "")
               + (f", {world.size} processes" if world.size > 1 else "") + f" -> {out}", file=sys.stderr)
+        _compile_note(run.train)
     out = world.broadcast(out)
     checkpoint = Checkpointing(out / CHECKPOINT, {"model": run.model.to_dict(), "in_dim": problem.dim,
                                                   "config": resolved})
@@ -194,6 +195,15 @@ def _solve(args, held: contextlib.ExitStack) -> int:
         return 128 + signum if status == "interrupted" else 1 if status == "diverged" else 0
     finally:
         world.barrier()  # no rank exits (and makes torchrun stop the others) before rank 0 has written
+
+
+def _compile_note(train) -> None:
+    """One line on what ``train.compile: auto`` decided (nothing when it is set)."""
+    from .train import compile_decision, resolve_device
+    if train.compile == "auto":
+        on, why = compile_decision(train, resolve_device(train.device))
+        print(f"mscale: torch.compile {'on' if on else 'off'} ({why})"
+              + ("; the first step compiles, 10-20 s" if on else ""), file=sys.stderr)
 
 
 def _write_results(out: Path, result, problem, run, params: int, signum: int) -> int:
@@ -277,6 +287,7 @@ def cmd_compare(args) -> int:
         print(f"mscale: note: {note}", file=sys.stderr)
     print(f"mscale compare: {problem.name} (d={problem.dim}), models {', '.join(c.name for c in contenders)}, "
           f"seeds {seeds}, {budget} -> {out}", file=sys.stderr)
+    _compile_note(contenders[0].run.train)
     summary = compare(problem, contenders, seeds, out, budget, notes, args.directions,
                       log=lambda m: print(m, file=sys.stderr), jobs=args.jobs, problem_file=args.problem,
                       ray=args.ray)

@@ -90,7 +90,7 @@ class TrainConfig:
     operator: Literal["auto", "forward", "autograd", "hutchinson", "sampled"] = "auto"
     probes: Count = 16
     chunk: Count | None = None
-    compile: bool = False
+    compile: bool | Literal["auto"] = "auto"
     tf32: bool = False
     progress: bool = True
     tensorboard: bool = False

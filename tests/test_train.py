@@ -203,3 +203,27 @@ def test_tf32_is_set_for_the_run_only(enabled):
           hooks=[lambda s: seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))])
     assert seen == [(enabled, enabled)] * 2
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_compile_auto_compiles_long_budgets_where_a_compiler_exists(monkeypatch):
+    from mscalednn.train import compile_decision
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(train_module.shutil, "which", lambda name: f"/usr/bin/{name}" if name == "g++" else None)
+    monkeypatch.delenv("CXX", raising=False)
+    assert compile_decision(TrainConfig(steps=20000, time_limit=600), cpu) == (True, "auto: C++ compiler g++")
+    assert compile_decision(TrainConfig(steps=20000, time_limit=None), cpu)[0]
+    for short in (TrainConfig(steps=4999), TrainConfig(steps=20000, time_limit=119)):
+        on, why = compile_decision(short, cpu)
+        assert not on and "does not amortise" in why
+    assert compile_decision(TrainConfig(steps=100, compile=True), cpu) == (True, "train.compile: true")
+    assert compile_decision(TrainConfig(steps=20000, compile=False), cpu) == (False, "train.compile: false")
+    monkeypatch.setattr(train_module.shutil, "which", lambda name: None)
+    assert compile_decision(TrainConfig(steps=20000), cpu) == (False, "auto: no C++ compiler found")
+    monkeypatch.setattr(train_module.importlib.util, "find_spec", lambda name: None)
+    assert compile_decision(TrainConfig(steps=20000), cuda)[0] is False  # no Triton on this GPU
+
+
+def test_metrics_say_whether_the_loss_was_compiled():
+    problem = PoissonProblem(parse_expression("sin(pi*x[0])", 1), (0.0,), (1.0,))
+    result = solve(problem, MLP(1, width=8, depth=1), TrainConfig(steps=2, n_test=100, progress=False))
+    assert result.metrics["compiled"] is False  # auto, a budget of 2 steps
