@@ -35,7 +35,7 @@ import torch
 from .forward_laplacian import auto_chunk, forward_laplacian
 from .nn.adaptive import AdaptiveMscaleDNN
 from .problem import PoissonProblem
-from .wavefinder import (N_REFINE, Waves, box_points, find_waves, fit_waves, fourier_power, hessian_points,
+from .wavefinder import (N_REFINE, Waves, find_waves, fit_waves, fourier_power, hessian_points,
                          least_squares, near, wave_basis)
 
 
@@ -113,7 +113,7 @@ def predicted_seconds(fn, problem: PoissonProblem, n_refine: int = N_REFINE) -> 
     gradient counted as three evaluations). The exact Laplacian's cost grows with d: at d = 1000
     the estimation alone would take minutes."""
     d = problem.dim
-    x = box_points(problem.lo, problem.hi, PROBE_POINTS, torch.Generator().manual_seed(0))
+    x = problem.points(PROBE_POINTS, torch.Generator().manual_seed(0))
     start = time.perf_counter()
     with torch.no_grad():
         fn(x)
@@ -123,8 +123,8 @@ def predicted_seconds(fn, problem: PoissonProblem, n_refine: int = N_REFINE) -> 
 
 def source_snr(problem: PoissonProblem, K: torch.Tensor, generator: torch.Generator, n: int = 16000) -> torch.Tensor:
     """|F_f(k)| / (rms(f) / sqrt(n)) for each row k of K [M, d], f the source (mean removed) on n
-    fresh uniform points of the box: about 1 (Rayleigh) where f has no wave, large where it has."""
-    x = box_points(problem.lo, problem.hi, n, generator)
+    fresh uniform points of the domain: about 1 (Rayleigh) where f has no wave, large where it has."""
+    x = problem.points(n, generator)
     with torch.no_grad():
         f = problem.f(x).double()
     f = f - f.mean()
@@ -169,7 +169,7 @@ def adapt(model: AdaptiveMscaleDNN, problem: PoissonProblem, batch: tuple, beta:
         return Adaptation(step, (budget(0.0), budget(seconds)), Waves(none, torch.zeros(0), 0.0), torch.zeros(0),
                           none, [], seconds, skipped=f"the estimation would take at least {predicted:.1f} s, more "
                           f"than the {share:.1%} of the budget left to estimations")
-    found = find_waves(fn, lo, hi, generator, noise_factor=NOISE_FACTOR)
+    found = find_waves(fn, lo, hi, generator, noise_factor=NOISE_FACTOR, points=problem.points)
     snr = source_snr(problem, found.k, generator)
     radius = math.pi / float((hi - lo).max())
     held = model.waves.k.detach().cpu().double()[model.waves.active.cpu()]
@@ -192,7 +192,7 @@ def wave_report(model: AdaptiveMscaleDNN, problem: PoissonProblem, adaptations: 
     u* the waves are there to carry, as plane waves. ``amplitude_exact`` is that fit's amplitude
     sqrt(c^2 + s^2), about 0 where a unit holds no wave of u*. Rows sorted by it."""
     generator = torch.Generator().manual_seed(seed)
-    x = box_points(problem.lo, problem.hi, n, generator)
+    x = problem.points(n, generator)
     with torch.no_grad():
         net = copy.deepcopy(model).to("cpu", torch.float64)
         w = problem.u(x).detach().double() - net.scale_output(net.raw(x)).squeeze(-1)

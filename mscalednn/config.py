@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
 import yaml
 
@@ -35,6 +36,7 @@ from .errors import ConfigError, ExpressionError, MscaleError, short_repr
 from .expr import check_params, parse_expression
 from .nn import MLP, AdaptiveMscaleDNN, MscaleDNN, count_parameters
 from .derivatives import value_and_grad
+from .geometry import Ball, Box, Difference, Geometry, Intersection, Shell, Union
 from .problem import PoissonProblem, check_finite
 from .sampling import Sampler, test_points
 from .validate import (Length, Range, Seed, join_path, build_dataclass, check_keys, check_kwargs, check_value,
@@ -341,7 +343,7 @@ class ProblemSpec:
     params: dict[str, float] = field(default_factory=dict)
 
     def build(self) -> PoissonProblem:
-        lo, hi = _domain(self.domain, self.dim)
+        domain = _domain(self.domain, self.dim)
         for name, value in self.params.items():
             try:
                 check_params({name: value})
@@ -352,24 +354,89 @@ class ProblemSpec:
         except ExpressionError as exc:
             raise ConfigError("exact", f"bad expression: {exc}") from None
         try:
-            return PoissonProblem(u, lo, hi, self.name, self.description)
+            return PoissonProblem.on(domain, u, self.name, self.description)
         except ValueError as exc:
             raise ConfigError("domain", str(exc)) from None
 
 
-def _domain(value: Any, dim: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+SHAPES = ("box", "ball", "shell")
+COMBINATIONS = {"difference": Difference, "union": Union, "intersection": Intersection}
+
+
+def _domain(value: Any, dim: int, path: str = "domain") -> Geometry:
+    """The domain a problem file states (README, "Problem files"): ``[a, b]`` (the box [a, b]^d),
+    ``{lo: [...], hi: [...]}``, one shape ``{box | ball | shell: {...}}``, or a combination
+    ``{difference | union | intersection: [domain, domain, ...]}`` (difference: the first minus
+    all the others)."""
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in (*SHAPES, *COMBINATIONS):
+        kind, spec = next(iter(value.items()))
+        if kind in COMBINATIONS:
+            items = check_value(spec, tuple[Any, ...], join_path(path, kind))
+            if len(items) < 2:
+                raise ConfigError(join_path(path, kind), "expected a list of at least two domains", list(items))
+            shapes = [_domain(item, dim, f"{join_path(path, kind)}[{i}]") for i, item in enumerate(items)]
+            out = shapes[0]
+            for i, shape in enumerate(shapes[1:], 1):
+                if kind == "difference" and not _overlaps(shape, shapes[0]):
+                    raise ConfigError(f"{join_path(path, kind)}[{i}]", f"expected a shape that overlaps "
+                                      f"{join_path(path, kind)}[0] (this one removes nothing)", items[i])
+                out = COMBINATIONS[kind](out, shape)
+            if path == "domain" and _empty(out):
+                raise ConfigError(path, "expected a domain with volume (this combination is empty)", value)
+            return out
+        return _shape(kind, spec, dim, join_path(path, kind))
     if isinstance(value, dict):
-        value = check_keys(value, ["lo", "hi"], "domain", required=["lo", "hi"])
-        lo, hi = (check_value(value[k], tuple[float, ...], f"domain.{k}") for k in ("lo", "hi"))
-        for k, v in (("lo", lo), ("hi", hi)):
-            if len(v) != dim:
-                raise ConfigError(f"domain.{k}", f"expected a list of {dim} numbers (dim is {dim})", list(v))
-    else:
-        a, b = check_value(value, tuple[float, float], "domain")
-        lo, hi = (a,) * dim, (b,) * dim
-    if any(x >= y for x, y in zip(lo, hi)):
-        raise ConfigError("domain", "expected lo < hi on every axis", {"lo": list(lo), "hi": list(hi)})
-    return lo, hi
+        value = check_keys(value, ["lo", "hi", "name"], path, required=["lo", "hi"])
+        return _shape("box", value, dim, path)
+    a, b = check_value(value, tuple[float, float], path)
+    if a >= b:
+        raise ConfigError(path, "expected lo < hi on every axis", {"lo": [a] * dim, "hi": [b] * dim})
+    return Box((a,) * dim, (b,) * dim)
+
+
+def _point(value: Any, dim: int, path: str) -> tuple[float, ...]:
+    """A point: a list of ``dim`` numbers, or one number for every coordinate."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (float(value),) * dim
+    point = check_value(value, tuple[float, ...], path)
+    if len(point) != dim:
+        raise ConfigError(path, f"expected a list of {dim} numbers (dim is {dim}), or one number", list(point))
+    return point
+
+
+def _shape(kind: str, spec: Any, dim: int, path: str) -> Geometry:
+    positive = Annotated[float, Range(0.0, lo_open=True)]
+    if kind == "box":
+        spec = check_keys(spec, ["lo", "hi", "name"], path, required=["lo", "hi"])
+        lo, hi = (_point(spec[k], dim, join_path(path, k)) for k in ("lo", "hi"))
+        if any(x >= y for x, y in zip(lo, hi)):
+            raise ConfigError(path, "expected lo < hi on every axis", {"lo": list(lo), "hi": list(hi)})
+        return Box(lo, hi, check_value(spec.get("name", "boundary"), str, join_path(path, "name")))
+    if kind == "ball":
+        spec = check_keys(spec, ["center", "radius", "name"], path, required=["center", "radius"])
+        return Ball(_point(spec["center"], dim, join_path(path, "center")),
+                    check_value(spec["radius"], positive, join_path(path, "radius")),
+                    check_value(spec.get("name", "boundary"), str, join_path(path, "name")))
+    spec = check_keys(spec, ["center", "inner", "outer", "inner_name", "outer_name"], path,
+                      required=["center", "inner", "outer"])
+    inner, outer = (check_value(spec[k], positive, join_path(path, k)) for k in ("inner", "outer"))
+    if inner >= outer:
+        raise ConfigError(path, "expected inner < outer", {"inner": inner, "outer": outer})
+    names = (check_value(spec.get(f"{k}_name", k), str, join_path(path, f"{k}_name")) for k in ("inner", "outer"))
+    return Shell(_point(spec["center"], dim, join_path(path, "center")), inner, outer, *names)
+
+
+def _overlaps(hole: Geometry, domain: Geometry, n: int = 20000) -> bool:
+    """Whether some of ``hole`` lies inside ``domain`` (sampled)."""
+    return bool(domain.interior(hole.sample_interior(n, np.random.default_rng(0))).any())
+
+
+def _empty(domain: Geometry) -> bool:
+    try:
+        domain.sample_interior(1, np.random.default_rng(0))
+    except ValueError:
+        return True
+    return False
 
 
 def load_problem(path: str | Path) -> tuple[PoissonProblem, dict]:

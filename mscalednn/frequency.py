@@ -197,7 +197,7 @@ def directions_for(problem: PoissonProblem, kind: str, x: np.ndarray, max_axes: 
         return [("p", principal_direction(grad))]
     if kind == "found":
         waves = find_waves(problem.f, torch.tensor(problem.lo), torch.tensor(problem.hi),
-                           torch.Generator().manual_seed(seed), max_waves=max_axes)
+                           torch.Generator().manual_seed(seed), max_waves=max_axes, points=problem.points)
         if len(waves) == 0:
             return directions_for(problem, "axes", x, max_axes)
         k = waves.k.numpy()
@@ -222,10 +222,12 @@ class FrequencyMonitor:
     def __init__(self, problem: PoissonProblem, directions: str = "axes", n_sample: int = 16384,
                  n_filter: int = 2000, max_columns: int = 48, threshold: float = 0.1, seed: int = 2024):
         lo, hi = np.asarray(problem.lo), np.asarray(problem.hi)
-        x = lo + stream(seed, MONITOR).random((n_sample, problem.dim)) * (hi - lo)
+        x = (lo + stream(seed, MONITOR).random((n_sample, problem.dim)) * (hi - lo) if problem.is_box
+             else problem.domain.sample_interior(n_sample, stream(seed, MONITOR)))
         y = _exact(problem, x)
         self.x, self.y = x, y
-        self.measurements = [GridSpectrum(problem)] if problem.dim <= 2 else []
+        # the grid spectrum needs u* on the whole box: only where the domain is the box
+        self.measurements = [GridSpectrum(problem)] if problem.dim <= 2 and problem.is_box else []
         self.measurements.append(Projection(x, y, directions_for(problem, directions, x), lo, hi))
         freqs = [f for m in self.measurements for f in m.freqs]
         if np.ptp(y[:n_filter]) > 0:  # a constant u* has no low/high split

@@ -50,6 +50,9 @@ def plot_solution(problem: PoissonProblem, model: torch.nn.Module, path: Path, n
         x[:, 0], x[:, 1] = a.ravel(), b.ravel()
     exact = problem.u(torch.as_tensor(x, dtype=torch.float64)).numpy()
     pred = predict(model, x)
+    if not problem.is_box:  # blank outside the domain (holes, the corners around a ball)
+        outside = ~problem.geometry.contains(x)
+        exact, pred = np.where(outside, np.nan, exact), np.where(outside, np.nan, pred)
     if problem.dim == 1:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
         ax1.plot(x[:, 0], exact, "k-", lw=2, label="exact u*")
@@ -61,7 +64,7 @@ def plot_solution(problem: PoissonProblem, model: torch.nn.Module, path: Path, n
     else:
         fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
         extent = (lo[0], hi[0], lo[1], hi[1])
-        vmin, vmax = exact.min(), exact.max()
+        vmin, vmax = np.nanmin(exact), np.nanmax(exact)
         for ax, data, title, kw in ((axes[0], exact, "exact u*", dict(vmin=vmin, vmax=vmax)),
                                     (axes[1], pred, "network u", dict(vmin=vmin, vmax=vmax)),
                                     (axes[2], np.abs(pred - exact), "|u - u*|", {})):
@@ -69,7 +72,8 @@ def plot_solution(problem: PoissonProblem, model: torch.nn.Module, path: Path, n
             ax.set(xlabel="x_1", ylabel="x_2", title=title)
             fig.colorbar(im, ax=ax)
         if problem.dim > 2:
-            fig.suptitle(f"{problem.name}: slice x_3..x_{problem.dim} = centre of the box")
+            fig.suptitle(f"{problem.name}: slice x_3..x_{problem.dim} = centre of the "
+                         f"{'box' if problem.is_box else 'bounding box'}")
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
 

@@ -1,6 +1,7 @@
 """The Poisson problem: a frozen description; solving is a function of it.
 
-    -Laplace u = f   in the box  Omega = [lo_1, hi_1] x ... x [lo_d, hi_d],
+    -Laplace u = f   in Omega: the box [lo_1, hi_1] x ... x [lo_d, hi_d], or a domain of
+                     :mod:`mscalednn.geometry` (a ball, a shell, a box with holes, ...),
              u = g   on the boundary of Omega,
 
 with the exact solution u* given, f = -Laplace u* and g = u*, both obtained by exact
@@ -15,23 +16,28 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .derivatives import value_and_grad, value_grad_laplacian
 from .errors import ProblemError
 from .expr import Expression
+from .geometry import Box, Geometry
 
 Field = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class PoissonProblem:
-    """-Laplace u = f on the box [lo, hi] in d dimensions, u = g on its boundary.
+    """-Laplace u = f on the box [lo, hi] (or on ``domain``) in d dimensions, u = g on its
+    boundary.
 
     Attributes:
         exact: u*(x), a function of x [N, d] returning [N] (differentiable by torch).
-        lo, hi: the box corners (length d).
+        lo, hi: the box corners (length d); with a ``domain``, its bounding box
+            (:meth:`on` sets them).
         name, description: for reports.
+        domain: a :class:`mscalednn.geometry.Geometry` other than the box, or None (the box).
     """
 
     exact: Field
@@ -39,12 +45,33 @@ class PoissonProblem:
     hi: tuple[float, ...]
     name: str = "problem"
     description: str = ""
+    domain: Geometry | None = None
 
     def __post_init__(self):
         if len(self.lo) != len(self.hi) or not self.lo:
             raise ValueError("lo and hi must have the same, positive length")
         if any(not (a < b) for a, b in zip(self.lo, self.hi)):
             raise ValueError(f"every lo must be below hi, got lo={self.lo}, hi={self.hi}")
+        if self.domain is not None and self.domain.dim != len(self.lo):
+            raise ValueError(f"the domain has dimension {self.domain.dim}, the box {len(self.lo)}")
+
+    @classmethod
+    def on(cls, domain: Geometry, exact: Field, name: str = "problem", description: str = "") -> "PoissonProblem":
+        """The problem on ``domain`` (a box stays the plain box problem)."""
+        if isinstance(domain, Box):
+            return cls(exact, domain.lo, domain.hi, name, description)
+        return cls(exact, tuple(domain.lo), tuple(domain.hi), name, description, domain)
+
+    @property
+    def is_box(self) -> bool:
+        """Whether Omega is the box [lo, hi] (grid spectra, Sobol points and the wave finder's
+        box sampling need one)."""
+        return self.domain is None
+
+    @property
+    def geometry(self) -> Geometry:
+        """Omega as a :class:`mscalednn.geometry.Geometry`."""
+        return Box(self.lo, self.hi) if self.domain is None else self.domain
 
     @property
     def dim(self) -> int:
@@ -52,8 +79,19 @@ class PoissonProblem:
 
     @property
     def volume(self) -> float:
-        """|Omega|."""
+        """|Omega| (a domain's Monte Carlo estimate where it has no closed form)."""
+        if self.domain is not None:
+            return self.domain.volume.value
         return math.prod(b - a for a, b in zip(self.lo, self.hi))
+
+    def points(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n uniform points of Omega [n, d], float64, from a torch generator (the wave finder's
+        and the adaptation's samples)."""
+        if self.domain is None:
+            lo, hi = torch.tensor(self.lo, dtype=torch.float64), torch.tensor(self.hi, dtype=torch.float64)
+            return lo + (hi - lo) * torch.rand(n, self.dim, dtype=torch.float64, generator=generator)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        return torch.as_tensor(self.domain.sample_interior(n, np.random.default_rng(seed)))
 
     @property
     def face_areas(self) -> tuple[float, ...]:
@@ -64,6 +102,8 @@ class PoissonProblem:
     @property
     def boundary_area(self) -> float:
         """|boundary of Omega| (for d = 1: the two end points count 1 each)."""
+        if self.domain is not None:
+            return self.domain.boundary_area.value
         return 2.0 * sum(self.face_areas)
 
     def u(self, x: torch.Tensor) -> torch.Tensor:

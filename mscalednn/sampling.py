@@ -46,6 +46,11 @@ class Sampler:
             raise ValueError(f"sampler kind must be 'uniform' or 'sobol', got {kind!r}")
         if on_device and kind != "uniform":
             raise ValueError("on_device sampling draws uniform points only")
+        self.shape = None if problem.is_box else problem.domain  # a domain other than the box
+        if self.shape is not None and kind == "sobol":
+            raise ConfigError("train.sampler", "expected uniform points on a domain other than a box (Sobol "
+                              "points are drawn in the box)", kind)
+        on_device = on_device and self.shape is None  # a domain is sampled on the host
         self.problem, self.kind, self.device, self.dtype = problem, kind, device, dtype
         self.rng = stream(seed, purpose, rank)
         self.generator = None
@@ -102,7 +107,9 @@ class Sampler:
         return torch.rand(n, self.problem.dim, generator=self.generator, device=self.device, dtype=torch.float64)
 
     def interior(self, n: int) -> torch.Tensor:
-        """n points in the box [n, d]."""
+        """n points in the box [n, d] (in the domain, for a domain other than the box)."""
+        if self.shape is not None:
+            return torch.as_tensor(self.shape.sample_interior(n, self.rng), dtype=self.dtype, device=self.device)
         if self.generator is not None:
             lo, width = (torch.as_tensor(a, device=self.device) for a in (self._lo, self._width))
             return (lo + self._device_unit(n) * width).to(self.dtype)
@@ -110,7 +117,10 @@ class Sampler:
 
     def boundary(self, n: int) -> torch.Tensor:
         """n points on the boundary [n, d]: a face by area, then uniform on it (the first unit
-        coordinate chooses the face, the others fill its d - 1 free coordinates in order)."""
+        coordinate chooses the face, the others fill its d - 1 free coordinates in order); on a
+        domain other than the box, uniform on its boundary by surface measure."""
+        if self.shape is not None:
+            return torch.as_tensor(self.shape.sample_boundary(n, self.rng), dtype=self.dtype, device=self.device)
         if self.generator is not None:
             return self._device_boundary(n)
         u = self._unit(n, self._sobol_bd if self.kind == "sobol" else None)
@@ -139,6 +149,8 @@ class Sampler:
 def test_points(problem: PoissonProblem, n: int = 10000, seed: int = 12345) -> np.ndarray:
     """Fixed evaluation points: a uniform grid in 1D (n points) and 2D (about n points),
     uniform random points of the TEST stream of ``seed`` in higher dimension."""
+    if not problem.is_box:
+        return problem.domain.sample_interior(n, stream(seed, TEST))
     lo, hi, d = np.asarray(problem.lo), np.asarray(problem.hi), problem.dim
     if d <= 2:
         m = n if d == 1 else int(round(np.sqrt(n)))

@@ -215,7 +215,8 @@ def find_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi:
                generator: torch.Generator, n_points: int = 4000, n_refine: int = N_REFINE, n_hessian: int | None = None,
                draws: int = 4, rounds: int = 4, k_max: float = 200.0, max_waves: int = 32,
                noise_factor: float = 6.0, rel_threshold: float = 0.05, refine_steps: int = 150,
-               max_candidates: int = 64) -> Waves:
+               max_candidates: int = 64,
+               points: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> Waves:
     """The plane waves of ``fn`` (a function of x [n, d] -> [n], differentiable in x) on the box
     [lo, hi]: wave vectors with |k| <= about ``k_max``, strongest first, at most ``max_waves``,
     each with |F(k)| above ``noise_factor`` times the sampling noise and above
@@ -227,17 +228,20 @@ def find_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi:
     ``max_candidates`` strongest (the cost of a round stays bounded as d grows); the waves
     found so far are fitted (least squares) and removed from r and from the Hessians before the
     next round, so that directions hidden by stronger or linearly dependent ones surface. A last
-    refinement of all waves found on ``n_refine`` points sets their precision. Deterministic for a generator state."""
+    refinement of all waves found on ``n_refine`` points sets their precision. Deterministic for a generator state.
+    ``points(n, generator)``: where fn is sampled (default: uniform in the box; a domain's own
+    points where it is not the box, e.g. :meth:`mscalednn.PoissonProblem.points`)."""
     lo, hi = lo.double(), hi.double()
     d = lo.numel()
-    x = box_points(lo, hi, n_refine, generator)
+    points = points or (lambda n, g: box_points(lo, hi, n, g))
+    x = points(n_refine, generator)
     with torch.no_grad():
         r = fn(x).double()
     r = r - r.mean()
     noise = float(r.norm()) / math.sqrt(n_refine * n_points)  # rms(r) / sqrt(n_points)
     size = float((hi - lo).max())
     n_hessian = n_hessian or hessian_points(d)
-    xh = box_points(lo, hi, n_hessian, generator) if d > 1 else None
+    xh = points(n_hessian, generator) if d > 1 else None
     H = hessians(fn, xh, 1e-3 * size) if d > 1 else None
     K = torch.zeros(0, d, dtype=torch.float64)
     for _ in range(rounds):

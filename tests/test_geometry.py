@@ -132,3 +132,56 @@ def test_bad_shapes_are_refused_and_empty_domains_said():
         Box((0, 0), (1, 1)) - Ball((0, 0, 0), 0.1)
     with pytest.raises(ValueError, match="appears to be empty"):
         (Ball((0, 0), 1.0) - Ball((0, 0), 2.0)).sample_interior(10, rng())
+
+
+# -- problems on domains ----------------------------------------------------------------------
+
+def annulus_problem():
+    from mscalednn import PoissonProblem, parse_expression
+    # u* = sin(x) e^y + x y: harmonic (f = 0), in the annulus 0.5 <= r <= 1.5 around the origin
+    return PoissonProblem.on(Shell((0.0, 0.0), 0.5, 1.5), parse_expression("sin(x[0])*exp(x[1]) + x[0]*x[1]", 2),
+                             "annulus")
+
+
+def test_a_problem_on_a_domain_samples_trains_and_evaluates_inside_it():
+    import torch
+    from mscalednn import MLP, TrainConfig, seed_everything, solve
+    from mscalednn.sampling import Sampler, test_points
+    problem = annulus_problem()
+    assert not problem.is_box and problem.lo == (-1.5, -1.5)
+    assert problem.volume == pytest.approx(math.pi * (1.5 ** 2 - 0.25))
+    assert problem.boundary_area == pytest.approx(2 * math.pi * 2.0)
+    sampler = Sampler(problem, seed=0, dtype=torch.float64)
+    for x in (sampler.interior(500), sampler.boundary(500), torch.as_tensor(test_points(problem, 500))):
+        assert problem.geometry.contains(x.numpy()).all()
+    r = torch.linalg.norm(sampler.boundary(4000), dim=1)
+    assert ((r - 0.5).abs() < 1e-12).float().mean() == pytest.approx(0.25, abs=0.03)  # by circumference
+    assert torch.allclose(problem.f(sampler.interior(50)), torch.zeros(50, dtype=torch.float64), atol=1e-9)
+    seed_everything(0)
+    result = solve(problem, MLP(2, width=24, depth=2), TrainConfig(steps=600, lr=1e-2, beta=10, n_interior=256,
+                                                                   n_boundary=128, n_test=1000, dtype="float64",
+                                                                   progress=False, eval_every=300))
+    errors = [row["rel_l2"] for row in result.history if "rel_l2" in row]
+    assert result.metrics["rel_l2"] < 2e-2 and result.metrics["rel_l2"] < 0.2 * errors[0]
+
+
+def test_sobol_points_need_a_box():
+    from mscalednn.errors import ConfigError
+    from mscalednn.sampling import Sampler
+    with pytest.raises(ConfigError, match="train.sampler: expected uniform points on a domain other than a box"):
+        Sampler(annulus_problem(), "sobol")
+
+
+def test_problem_files_state_domains():
+    """The problem-file forms: a shape, a difference with named parts, and the box forms as before."""
+    from pathlib import Path
+    from mscalednn import load_problem
+    root = Path(__file__).resolve().parents[1] / "problems"
+    ball, _ = load_problem(root / "ball10d.yaml")
+    assert isinstance(ball.domain, Ball) and ball.dim == 10 and ball.volume == pytest.approx(math.pi ** 5 / 120)
+    holes, _ = load_problem(root / "perforated2d.yaml")
+    assert list(holes.geometry.parts) == ["outer", "holes"]
+    radii = [0.1, 0.08, 0.12, 0.09, 0.11]
+    assert holes.volume == pytest.approx(1 - math.pi * sum(r * r for r in radii), rel=0.01)
+    box, _ = load_problem(root / "poisson10d.yaml")
+    assert box.is_box and box.domain is None
