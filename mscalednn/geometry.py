@@ -329,8 +329,31 @@ class Box(Geometry):
         return [(self.name, Piece(BoxFaces(self.lo, self.hi)))]
 
 
+class _Round(Geometry):
+    """A shape around ``center`` within the distance ``reach``: its dimension, bounding box and
+    the distance of points to the center."""
+
+    center: tuple[float, ...]
+    reach: float
+
+    @property
+    def dim(self) -> int:
+        return len(self.center)
+
+    @property
+    def lo(self) -> tuple[float, ...]:
+        return tuple(c - self.reach for c in self.center)
+
+    @property
+    def hi(self) -> tuple[float, ...]:
+        return tuple(c + self.reach for c in self.center)
+
+    def _r(self, x) -> np.ndarray:
+        return np.linalg.norm(_rows(x) - np.asarray(self.center), axis=1)
+
+
 @dataclass(frozen=True)
-class Ball(Geometry):
+class Ball(_Round):
     """The ball |x - center| <= radius; its sphere is one part, ``name``."""
 
     center: tuple[float, ...]
@@ -345,19 +368,8 @@ class Ball(Geometry):
             raise ValueError(f"a ball needs a positive radius, got {self.radius}")
 
     @property
-    def dim(self) -> int:
-        return len(self.center)
-
-    @property
-    def lo(self) -> tuple[float, ...]:
-        return tuple(c - self.radius for c in self.center)
-
-    @property
-    def hi(self) -> tuple[float, ...]:
-        return tuple(c + self.radius for c in self.center)
-
-    def _r(self, x) -> np.ndarray:
-        return np.linalg.norm(_rows(x) - np.asarray(self.center), axis=1)
+    def reach(self) -> float:
+        return self.radius
 
     def contains(self, x) -> np.ndarray:
         return self._r(x) <= self.radius * (1 + TOL)
@@ -378,7 +390,7 @@ class Ball(Geometry):
 
 
 @dataclass(frozen=True)
-class Shell(Geometry):
+class Shell(_Round):
     """The spherical shell inner <= |x - center| <= outer (an annulus in 2D); two parts, the
     outer sphere ``outer_name`` and the inner one ``inner_name`` (its outward normal points to
     the center)."""
@@ -395,19 +407,8 @@ class Shell(Geometry):
             raise ValueError(f"a shell needs 0 < inner < outer radius, got {self.inner} and {self.outer}")
 
     @property
-    def dim(self) -> int:
-        return len(self.center)
-
-    @property
-    def lo(self) -> tuple[float, ...]:
-        return tuple(c - self.outer for c in self.center)
-
-    @property
-    def hi(self) -> tuple[float, ...]:
-        return tuple(c + self.outer for c in self.center)
-
-    def _r(self, x) -> np.ndarray:
-        return np.linalg.norm(_rows(x) - np.asarray(self.center), axis=1)
+    def reach(self) -> float:
+        return self.outer
 
     def contains(self, x) -> np.ndarray:
         r = self._r(x)

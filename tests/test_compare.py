@@ -347,3 +347,18 @@ def test_a_stopped_compare_resumes_running_only_what_is_missing(tmp_path, capsys
                  str(ROOT / "configs/mscale.yaml"), "--jobs", "0", "--out", str(tmp_path / "y")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("mscale: error:") for line in lines)
+
+
+def test_compare_on_a_domain_with_holes_skips_only_the_grid_spectrum(tmp_path):
+    """Off a box: projection and filter are measured on points inside the domain; the grid
+    spectrum (which needs u* on the whole box) is left out."""
+    models = [str(ROOT / f"configs/{c}.yaml") for c in ("mscale", "vanilla")]
+    out = tmp_path / "cmp"
+    assert main(["compare", str(ROOT / "problems/perforated2d.yaml"), "--models", *models, "--set", "train.steps=8",
+                 "--set", "train.n_interior=128", "--set", "train.n_boundary=64", "--set", "train.n_test=300",
+                 "--set", "train.progress=false", "--set", "train.eval_every=4", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [e["model"] for e in summary["models"]] == ["mscale", "vanilla"]
+    assert (out / "projection.png").exists() and not (out / "grid.png").exists()
+    run = json.loads((out / "runs" / "mscale-seed0" / "run.json").read_text())
+    assert list(run["frequency"]["measurements"]) == ["projection", "filter"]
