@@ -222,8 +222,7 @@ class FrequencyMonitor:
     def __init__(self, problem: PoissonProblem, directions: str = "axes", n_sample: int = 16384,
                  n_filter: int = 2000, max_columns: int = 48, threshold: float = 0.1, seed: int = 2024):
         lo, hi = np.asarray(problem.lo), np.asarray(problem.hi)
-        x = (lo + stream(seed, MONITOR).random((n_sample, problem.dim)) * (hi - lo) if problem.is_box
-             else problem.domain.sample_interior(n_sample, stream(seed, MONITOR)))
+        x = problem.geometry.sample_interior(n_sample, stream(seed, MONITOR))
         y = _exact(problem, x)
         self.x, self.y = x, y
         # the grid spectrum needs u* on the whole box: only where the domain is the box

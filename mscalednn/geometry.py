@@ -56,6 +56,34 @@ def _directions(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
     return v / np.where(norm > 0, norm, 1.0)
 
 
+def box_face_areas(lo, hi) -> tuple[float, ...]:
+    """The area of the face x_k = lo_k of the box [lo, hi] (equal to that of x_k = hi_k), for
+    each k (1 for each end point in 1D)."""
+    sides = [b - a for a, b in zip(lo, hi)]
+    return tuple(math.prod(sides[:k] + sides[k + 1:]) for k in range(len(sides)))
+
+
+def unit_box_boundary(u: np.ndarray, face_cdf: np.ndarray) -> np.ndarray:
+    """Points on the boundary of the unit box from uniform numbers u [n, d] (random or
+    quasi-random): u[:, 0] chooses a face by the cumulative face shares ``face_cdf`` (faces lo_0,
+    hi_0, lo_1, ...), u[:, 1:] fill its d - 1 free coordinates in order."""
+    n, d = u.shape
+    face = np.searchsorted(face_cdf, u[:, 0] * (1 - 1e-12), side="right")
+    axis, side = face // 2, (face % 2).astype(float)
+    rows, m = np.arange(n)[:, None], np.arange(d - 1)[None, :]
+    point = np.empty_like(u)
+    point[rows, m + (m >= axis[:, None])] = u[:, 1:]
+    point[np.arange(n), axis] = side
+    return point
+
+
+def _total(measures) -> Measure:
+    """The sum of measures (exact if all are; standard errors added in quadrature)."""
+    measures = list(measures)
+    return Measure(sum(m.value for m in measures), all(m.exact for m in measures),
+                   math.sqrt(sum(m.stderr ** 2 for m in measures)))
+
+
 def ball_volume(d: int, r: float) -> float:
     """pi^(d/2) / Gamma(d/2 + 1) r^d."""
     return math.exp(0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)) * r ** d
@@ -97,26 +125,13 @@ class BoxFaces:
     hi: tuple[float, ...]
 
     @property
-    def face_areas(self) -> np.ndarray:
-        """The areas of the faces lo_0, hi_0, lo_1, hi_1, ..."""
-        width = np.asarray(self.hi) - np.asarray(self.lo)
-        d = len(width)
-        one = np.array([np.prod(np.delete(width, k)) if d > 1 else 1.0 for k in range(d)])
-        return np.repeat(one, 2)
-
-    @property
     def area(self) -> float:
-        return float(self.face_areas.sum())
+        return 2.0 * sum(box_face_areas(self.lo, self.hi))
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         lo, hi = np.asarray(self.lo), np.asarray(self.hi)
-        d = len(lo)
-        cdf = np.cumsum(self.face_areas) / self.area
-        face = np.searchsorted(cdf, rng.random(n) * (1 - 1e-12), side="right")
-        x = lo + rng.random((n, d)) * (hi - lo)
-        axis = face // 2
-        x[np.arange(n), axis] = np.where(face % 2 == 1, hi[axis], lo[axis])
-        return x
+        areas = np.repeat(box_face_areas(self.lo, self.hi), 2)
+        return lo + unit_box_boundary(rng.random((n, len(lo))), np.cumsum(areas) / areas.sum()) * (hi - lo)
 
     def normal(self, x: np.ndarray) -> np.ndarray:
         """+-e_k for the face the point is nearest to."""
@@ -161,9 +176,7 @@ class Part:
 
     @property
     def area(self) -> Measure:
-        areas = self.piece_areas()
-        return Measure(sum(a.value for a in areas), all(a.exact for a in areas),
-                       math.sqrt(sum(a.stderr ** 2 for a in areas)))
+        return _total(self.piece_areas())
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n points uniform on the part by surface measure."""
@@ -177,17 +190,20 @@ class Part:
 
     def normal(self, x: np.ndarray) -> np.ndarray:
         """The domain's outward unit normal at points of this part (each from the nearest piece)."""
-        x = _rows(x)
-        if len(self.pieces) == 1:
-            return _piece_normal(self.pieces[0], x)
-        dist = np.stack([_surface_distance(p.surface, x) for p in self.pieces], axis=1)
-        which = dist.argmin(axis=1)
-        out = np.empty_like(x)
-        for i, p in enumerate(self.pieces):
-            rows = which == i
-            if rows.any():
-                out[rows] = _piece_normal(p, x[rows])
-        return out
+        return _nearest_normal(self.pieces, _rows(x))
+
+
+def _nearest_normal(pieces, x: np.ndarray) -> np.ndarray:
+    """At each point of x, the normal of the piece whose surface is nearest."""
+    if len(pieces) == 1:
+        return _piece_normal(pieces[0], x)
+    which = np.stack([_surface_distance(p.surface, x) for p in pieces], axis=1).argmin(axis=1)
+    out = np.empty_like(x)
+    for i, p in enumerate(pieces):
+        rows = which == i
+        if rows.any():
+            out[rows] = _piece_normal(p, x[rows])
+    return out
 
 
 def _piece_normal(piece: Piece, x: np.ndarray) -> np.ndarray:
@@ -260,9 +276,7 @@ class Geometry:
 
     @property
     def boundary_area(self) -> Measure:
-        areas = [p.area for p in self.parts.values()]
-        return Measure(sum(a.value for a in areas), all(a.exact for a in areas),
-                       math.sqrt(sum(a.stderr ** 2 for a in areas)))
+        return _total(p.area for p in self.parts.values())
 
     def sample_boundary(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n points uniform on the whole boundary by surface measure."""
@@ -274,16 +288,7 @@ class Geometry:
 
     def boundary_normal(self, x: np.ndarray) -> np.ndarray:
         """The outward unit normal at boundary points x (from the nearest piece of any part)."""
-        x = _rows(x)
-        pieces = [piece for _, piece in self.pieces()]
-        dist = np.stack([_surface_distance(p.surface, x) for p in pieces], axis=1)
-        which = dist.argmin(axis=1)
-        out = np.empty_like(x)
-        for i, p in enumerate(pieces):
-            rows = which == i
-            if rows.any():
-                out[rows] = _piece_normal(p, x[rows])
-        return out
+        return _nearest_normal([piece for _, piece in self.pieces()], _rows(x))
 
 
 @dataclass(frozen=True)
@@ -323,7 +328,7 @@ class Box(Geometry):
 
     @property
     def volume(self) -> Measure:
-        return Measure(float(np.prod(np.asarray(self.hi) - np.asarray(self.lo))))
+        return Measure(math.prod(b - a for a, b in zip(self.lo, self.hi)))
 
     def pieces(self):
         return [(self.name, Piece(BoxFaces(self.lo, self.hi)))]

@@ -78,9 +78,9 @@ def evaluate(model: torch.nn.Module, test: EvalSet, batch: int = 4096, world: Wo
     """Relative L2, max and H1-seminorm errors of ``model`` on the test set. In a data-parallel
     run (``world``) each rank evaluates every ``world.size``-th point and the sums are reduced."""
     p = next(model.parameters())
-    x, part = test.x[world.rank::world.size], slice(world.rank, None, world.size)
+    part = slice(world.rank, None, world.size)
     us, gs = [], []
-    for xb in torch.split(x, batch):
+    for xb in torch.split(test.x[part], batch):
         u, g = value_and_grad(model, xb.to(device=p.device, dtype=p.dtype), create_graph=False)
         us.append(u.detach().cpu().double().numpy())
         gs.append(g.detach().cpu().double().numpy())

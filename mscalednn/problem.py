@@ -12,7 +12,6 @@ torch function by nested automatic differentiation (O(N d^2)).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +21,8 @@ import torch
 from .derivatives import value_and_grad, value_grad_laplacian
 from .errors import ProblemError
 from .expr import Expression
-from .geometry import Box, Geometry
+from .geometry import Box, Geometry, box_face_areas
+from .wavefinder import box_points
 
 Field = Callable[[torch.Tensor], torch.Tensor]
 
@@ -80,31 +80,25 @@ class PoissonProblem:
     @property
     def volume(self) -> float:
         """|Omega| (a domain's Monte Carlo estimate where it has no closed form)."""
-        if self.domain is not None:
-            return self.domain.volume.value
-        return math.prod(b - a for a, b in zip(self.lo, self.hi))
+        return self.geometry.volume.value
 
     def points(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """n uniform points of Omega [n, d], float64, from a torch generator (the wave finder's
         and the adaptation's samples)."""
         if self.domain is None:
-            lo, hi = torch.tensor(self.lo, dtype=torch.float64), torch.tensor(self.hi, dtype=torch.float64)
-            return lo + (hi - lo) * torch.rand(n, self.dim, dtype=torch.float64, generator=generator)
+            return box_points(self.lo, self.hi, n, generator)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         return torch.as_tensor(self.domain.sample_interior(n, np.random.default_rng(seed)))
 
     @property
     def face_areas(self) -> tuple[float, ...]:
-        """Area of the face x_k = lo_k (equal to that of x_k = hi_k), for each k."""
-        sides = [b - a for a, b in zip(self.lo, self.hi)]
-        return tuple(math.prod(sides[:k] + sides[k + 1:]) for k in range(self.dim))
+        """Area of the face x_k = lo_k of the box (equal to that of x_k = hi_k), for each k."""
+        return box_face_areas(self.lo, self.hi)
 
     @property
     def boundary_area(self) -> float:
         """|boundary of Omega| (for d = 1: the two end points count 1 each)."""
-        if self.domain is not None:
-            return self.domain.boundary_area.value
-        return 2.0 * sum(self.face_areas)
+        return self.geometry.boundary_area.value
 
     def u(self, x: torch.Tensor) -> torch.Tensor:
         """u*(x) [N]."""

@@ -15,6 +15,7 @@ import torch
 from scipy.stats import qmc
 
 from .errors import ConfigError
+from .geometry import unit_box_boundary
 from .problem import PoissonProblem
 
 TRAIN, TEST, MONITOR, SCALING = 0, 1, 2, 3  # purposes: collocation points, test points, frequency
@@ -124,17 +125,10 @@ class Sampler:
         if self.generator is not None:
             return self._device_boundary(n)
         u = self._unit(n, self._sobol_bd if self.kind == "sobol" else None)
-        face = np.searchsorted(self._face_cdf, u[:, 0] * (1 - 1e-12), side="right")
-        axis, side = face // 2, (face % 2).astype(float)
-        # u[:, 0] chose the face; u[:, 1:] fill the d - 1 free coordinates in order
-        rows, m = np.arange(n)[:, None], np.arange(self.problem.dim - 1)[None, :]
-        point = np.empty_like(u)
-        point[rows, m + (m >= axis[:, None])] = u[:, 1:]
-        point[np.arange(n), axis] = side
-        return self._tensor(point)
+        return self._tensor(unit_box_boundary(u, self._face_cdf))
 
     def _device_boundary(self, n: int) -> torch.Tensor:
-        """:meth:`boundary` with the device's generator (the same construction in torch)."""
+        """:meth:`boundary` with the device's generator (:func:`mscalednn.geometry.unit_box_boundary` in torch)."""
         u, dev = self._device_unit(n), self.device
         cdf = torch.as_tensor(self._face_cdf, device=dev)
         face = torch.searchsorted(cdf, u[:, 0] * (1 - 1e-12), right=True)
@@ -149,11 +143,9 @@ class Sampler:
 def test_points(problem: PoissonProblem, n: int = 10000, seed: int = 12345) -> np.ndarray:
     """Fixed evaluation points: a uniform grid in 1D (n points) and 2D (about n points),
     uniform random points of the TEST stream of ``seed`` in higher dimension."""
-    if not problem.is_box:
-        return problem.domain.sample_interior(n, stream(seed, TEST))
-    lo, hi, d = np.asarray(problem.lo), np.asarray(problem.hi), problem.dim
-    if d <= 2:
-        m = n if d == 1 else int(round(np.sqrt(n)))
-        axes = [np.linspace(lo[k], hi[k], m) for k in range(d)]
-        return np.stack([a.ravel() for a in np.meshgrid(*axes, indexing="ij")], axis=1)
-    return lo + stream(seed, TEST).random((n, d)) * (hi - lo)
+    d = problem.dim
+    if d > 2 or not problem.is_box:
+        return problem.geometry.sample_interior(n, stream(seed, TEST))
+    m = n if d == 1 else int(round(np.sqrt(n)))
+    axes = [np.linspace(a, b, m) for a, b in zip(problem.lo, problem.hi)]
+    return np.stack([a.ravel() for a in np.meshgrid(*axes, indexing="ij")], axis=1)
