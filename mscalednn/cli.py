@@ -111,7 +111,8 @@ def _solve_setup(args):
         saved, source = resume["config"], str(out / CHECKPOINT)
         problem, problem_spec = problem_from_dict(saved["problem"], source)
         try:
-            run = build_run_config({"model": saved["model"], "train": saved["train"]})
+            train = {("derivatives" if k == "operator" else k): v for k, v in saved["train"].items()}  # renamed key
+            run = build_run_config({"model": saved["model"], "train": train})
         except ConfigError as exc:
             raise exc.with_source(source) from None
         return problem, problem_spec, run, saved["source"], out, resume
@@ -166,7 +167,7 @@ def _solve(args, held: contextlib.ExitStack) -> int:
         else:
             check_free_space(out, need)
         what = (f"resuming at step {resume['step']} of" if resume else "up to") + f" {run.train.steps} steps"
-        operator = chosen_operator(run.train.operator, run.train.loss, problem.dim, run.train.probes)
+        operator = chosen_operator(run.train.derivatives, run.train.loss, problem.dim, run.train.probes)
         print(f"mscale: {problem.name} (d={problem.dim}) with {run.model.kind} ({params} parameters), "
               f"{run.train.loss} loss{f' (Laplacian: {operator} estimate)' if operator in RANDOM else ''}, "
               f"config {source['model'] or 'built-in defaults'}, {what}"

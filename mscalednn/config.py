@@ -89,7 +89,7 @@ class TrainConfig:
     seed: Seed = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "float64"] = "float32"
-    operator: Literal["auto", "forward", "autograd", "hutchinson", "sampled"] = "auto"
+    derivatives: Literal["auto", "forward", "autograd", "hutchinson", "sampled"] = "auto"
     probes: Count = 16
     chunk: Count | None = None
     compile: bool | Literal["auto"] = "auto"
@@ -296,10 +296,14 @@ def build_run_config(data: dict) -> RunConfig:
     if size > MAX_PARAMETERS:
         raise ConfigError("model", f"expected a network of at most {MAX_PARAMETERS:.0e} parameters "
                           "(width, depth, scales)", f"{size:.3g} parameters")
+    if isinstance(data.get("train"), dict) and "operator" in data["train"]:
+        raise ConfigError("train.operator", "expected train.derivatives (the derivative method was renamed: "
+                          "the PDE's operator is the problem file's business)", data["train"]["operator"],
+                          hint=f"write derivatives: {data['train']['operator']}")
     train = build_dataclass(TrainConfig, data.get("train"), "train")
-    if train.loss == "ritz" and train.operator in ("hutchinson", "sampled"):
-        raise ConfigError("train.operator", "expected auto, forward or autograd with the Ritz loss (it needs "
-                          f"grad u only; {train.operator} estimates a Laplacian)", train.operator)
+    if train.loss == "ritz" and train.derivatives in ("hutchinson", "sampled"):
+        raise ConfigError("train.derivatives", "expected auto, forward or autograd with the Ritz loss (it needs "
+                          f"grad u only; {train.derivatives} estimates a Laplacian)", train.derivatives)
     _check_phases(train)
     return RunConfig(ModelConfig(kind, options), train)
 

@@ -150,14 +150,14 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
     (:func:`mscalednn.losses.residual_interior_unbiased`), each from half of the ``probes``.
     """
     if config.loss == "ritz":
-        if config.operator == "forward" and supports(model):
+        if config.derivatives == "forward" and supports(model):
             def grad(x):
                 u, g, _ = forward_laplacian(model, x)
                 return u, g
         else:
             grad = partial(value_and_grad, model)
         return (lambda x, f: losses.ritz_interior(*grad(x), f, problem.volume)), problem.boundary_area
-    operator = chosen_operator(config.operator, config.loss, problem.dim, config.probes)
+    operator = chosen_operator(config.derivatives, config.loss, problem.dim, config.probes)
     if operator in RANDOM:  # half the probes for each of two independent estimates
         estimate = laplacian_operator(operator, model, half_probes(config.probes))
 
@@ -185,7 +185,7 @@ def half_probes(probes: int) -> int:
 def jacobian_rows(config: TrainConfig, dim: int) -> int:
     """Rows of the input Jacobian the interior loss carries per point: d, or the estimator's
     directions (two estimates of ``probes / 2``; the sampled axes at most d each)."""
-    operator = chosen_operator(config.operator, config.loss, dim, config.probes)
+    operator = chosen_operator(config.derivatives, config.loss, dim, config.probes)
     if operator not in RANDOM:
         return dim
     half = half_probes(config.probes)
@@ -427,7 +427,7 @@ def _train(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig,
                "dtype": config.dtype, "lr_scale": state.lr_scale, "rollbacks": state.rollbacks,
                "optimizer": [{**p, "to_step": (state.phases[i + 1]["from_step"] - 1 if i + 1 < len(state.phases)
                                                else state.step)} for i, p in enumerate(state.phases)],
-               "operator": chosen_operator(config.operator, config.loss, problem.dim, config.probes),
+               "derivatives": chosen_operator(config.derivatives, config.loss, problem.dim, config.probes),
                "absolute_errors": test.absolute, "adaptations": state.adaptations,
                "output_scaling": {k: float(getattr(model, f"output_{k}", v)) for k, v in (("shift", 0.0), ("scale", 1.0))}}
     return SolveResult(model, state.history, metrics)

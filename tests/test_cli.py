@@ -93,10 +93,10 @@ def test_shipped_configs_have_comparable_parameter_counts(d):
 
 @pytest.mark.parametrize("operator", ["forward", "autograd", "hutchinson", "auto"])
 def test_every_operator_runs_from_the_command_line(operator, tmp_path, monkeypatch):
-    """--set train.operator=... is accepted; the exact operators train identically (float64)."""
+    """--set train.derivatives=... is accepted; the exact operators train identically (float64)."""
     monkeypatch.chdir(ROOT)
     out = tmp_path / operator
-    rc = main(["solve", "problems/poisson10d.yaml", "--out", str(out), *FAST, "--set", f"train.operator={operator}",
+    rc = main(["solve", "problems/poisson10d.yaml", "--out", str(out), *FAST, "--set", f"train.derivatives={operator}",
                "--set", "train.dtype=float64", "--set", "train.chunk=40"])
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -104,14 +104,14 @@ def test_every_operator_runs_from_the_command_line(operator, tmp_path, monkeypat
     if operator != "hutchinson":
         ref = tmp_path / "ref"
         if not ref.exists():
-            assert main(["solve", "problems/poisson10d.yaml", "--out", str(ref), *FAST, "--set", "train.operator=autograd",
+            assert main(["solve", "problems/poisson10d.yaml", "--out", str(ref), *FAST, "--set", "train.derivatives=autograd",
                          "--set", "train.dtype=float64"]) == 0  # unchunked
         expected = json.loads((ref / "metrics.json").read_text())["rel_l2"]
         assert abs(metrics["rel_l2"] - expected) < 1e-9 * expected
 
 
 def test_bad_operator_is_one_line_error():
-    r = run_cli("solve", "problems/poisson10d.yaml", "--set", "train.operator=fastest")
+    r = run_cli("solve", "problems/poisson10d.yaml", "--set", "train.derivatives=fastest")
     assert r.returncode == 2
     assert r.stderr.startswith("mscale: error:") and "hutchinson" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 

@@ -270,7 +270,7 @@ def test_the_residual_loss_of_an_estimator_is_unbiased(operator):
     def significant(samples):  # is the mean 0 within 5 standard errors (per entry)?
         return (samples.mean(0).abs() > 5 * samples.std(0) / n ** 0.5 + 1e-12)
 
-    unbiased, _ = _interior_loss(problem, model, TrainConfig(operator=operator, probes=2))
+    unbiased, _ = _interior_loss(problem, model, TrainConfig(derivatives=operator, probes=2))
     L, G = draws(unbiased)
     assert not significant(L[:, None]).any() and not significant(G).any()
     estimate = laplacian_operator(operator, model, probes=1)
@@ -292,4 +292,4 @@ def test_auto_estimates_the_laplacian_only_in_high_dimension_with_the_residual_l
     torch.manual_seed(0)
     result = solve(problem, MLP(d, width=8, depth=2), TrainConfig(steps=2, n_interior=32, n_boundary=16, n_test=200,
                                                                  progress=False))
-    assert result.metrics["operator"] == "hutchinson"
+    assert result.metrics["derivatives"] == "hutchinson"

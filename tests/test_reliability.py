@@ -60,7 +60,7 @@ def assert_same_run(a_history, b_history, a_metrics, b_metrics):
 @pytest.mark.parametrize("extra", [
     ["train.sampler=uniform", "train.resample_every=1"],
     ["train.sampler=sobol", "train.resample_every=7"],           # the batch and the Sobol position
-    ["train.operator=hutchinson", "train.probes=4", "train.lr_schedule=cosine"],  # torch's RNG
+    ["train.derivatives=hutchinson", "train.probes=4", "train.lr_schedule=cosine"],  # torch's RNG
     ["train.ema=0.9"],                                          # the parameter average
 ], ids=["uniform", "sobol-resample7", "hutchinson", "ema"])
 def test_stop_and_resume_in_process_is_the_uninterrupted_run(extra, tmp_path):
@@ -228,7 +228,7 @@ def after_adam_step(monkeypatch):
 
 
 SIMPLE = PoissonProblem(parse_expression("sin(pi*x[0])", 1), (0.0,), (1.0,))
-CONFIG = TrainConfig(steps=40, eval_every=10, checkpoint_every=10, n_test=200, operator="autograd",
+CONFIG = TrainConfig(steps=40, eval_every=10, checkpoint_every=10, n_test=200, derivatives="autograd",
                      progress=False, dtype="float64", device="cpu")
 
 

@@ -130,7 +130,7 @@ def test_loss_is_logged_every_few_steps_and_rows_are_measured_at_one_set_of_para
             first_batch.append(state.batch)
 
     config = TrainConfig(steps=60, eval_every=25, log_every=5, n_test=100, n_interior=64, n_boundary=16,
-                         dtype="float64", progress=False, lr=1e-2, operator="autograd")
+                         dtype="float64", progress=False, lr=1e-2, derivatives="autograd")
     net = tiny_net().double()
     initial = copy.deepcopy(net)
     result = solve(SQUARES, net, config, hooks=[hook, keep_first_batch])
@@ -153,8 +153,8 @@ def test_the_ritz_loss_is_compiled_when_asked(monkeypatch):
 
 
 def test_the_ritz_loss_refuses_the_hutchinson_estimator():
-    with pytest.raises(ConfigError, match="train.operator: expected auto, forward or autograd with the Ritz loss"):
-        build_run_config({"train": {"loss": "ritz", "operator": "hutchinson"}})
+    with pytest.raises(ConfigError, match="train.derivatives: expected auto, forward or autograd with the Ritz loss"):
+        build_run_config({"train": {"loss": "ritz", "derivatives": "hutchinson"}})
 
 
 def test_recording_the_loss_does_not_change_training_with_random_probes():
@@ -164,7 +164,7 @@ def test_recording_the_loss_does_not_change_training_with_random_probes():
     for eval_every in (2, 1000):
         torch.manual_seed(0)
         net = MLP(2, width=8, depth=2).double()  # the forward pass draws the probes
-        solve(SQUARES, net, TrainConfig(steps=6, eval_every=eval_every, operator="hutchinson", probes=2, n_test=100,
+        solve(SQUARES, net, TrainConfig(steps=6, eval_every=eval_every, derivatives="hutchinson", probes=2, n_test=100,
                                         n_interior=32, n_boundary=8, dtype="float64", progress=False))
         finals.append(torch.cat([p.detach().reshape(-1) for p in net.parameters()]))
     assert torch.equal(finals[0], finals[1])
