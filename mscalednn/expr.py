@@ -40,7 +40,11 @@ REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "mean": lambda v: v.mean(dim=1), "norm": lambda v: torch.linalg.vector_norm(v, dim=1),
     "min": lambda v: torch.amin(v, dim=1), "max": lambda v: torch.amax(v, dim=1),
 }
-FUNCTIONS: tuple[str, ...] = (*ELEMENTWISE, *REDUCTIONS, "dot", "roll")
+FUNCTIONS: tuple[str, ...] = (*ELEMENTWISE, *REDUCTIONS, "dot", "roll", "where")
+ARITY = {"dot": 2, "roll": 2, "where": 3}  # the others take one argument
+_COMPARISONS: dict[type, tuple[str, Callable]] = {
+    ast.Lt: ("<", torch.lt), ast.LtE: ("<=", torch.le), ast.Gt: (">", torch.gt), ast.GtE: (">=", torch.ge),
+}
 _JET_REDUCTIONS: dict[str, Callable[[jets.Jet], jets.Jet]] = {
     "sum": jets.total, "prod": jets.product, "mean": lambda a: jets.scale(jets.total(a), 1.0 / a.n),
     "norm": lambda a: jets.power(jets.total(jets.mul(a, a)), 0.5),
@@ -67,7 +71,7 @@ _OP_SYMBOLS = {ast.Mod: "%", ast.FloorDiv: "//", ast.MatMult: "@", ast.LShift: "
 _FORBIDDEN = {
     ast.Lambda: "lambda expressions", ast.ListComp: "comprehensions", ast.SetComp: "comprehensions",
     ast.DictComp: "comprehensions", ast.GeneratorExp: "generator expressions",
-    ast.Compare: "comparisons", ast.BoolOp: "boolean operators (and/or)",
+    ast.Compare: "comparisons outside where(condition, a, b)", ast.BoolOp: "boolean operators (and/or)",
     ast.IfExp: "if-expressions", ast.JoinedStr: "f-strings", ast.FormattedValue: "f-strings",
     ast.Tuple: "tuples", ast.Dict: "dict literals",
     ast.Set: "set literals", ast.Starred: "starred arguments (*)",
@@ -387,12 +391,14 @@ class _Compiler:
             raise ExpressionError(f"keyword arguments are not allowed in {name}(...)")
         if any(isinstance(arg, ast.Starred) for arg in node.args):
             raise ExpressionError(f"starred arguments (*) are not allowed in {name}(...)")
-        arity = 2 if name in ("dot", "roll") else 1
+        arity = ARITY.get(name, 1)
         if len(node.args) != arity:
             raise ExpressionError(f"{name}() takes {arity} argument{'s' if arity > 1 else ''}, "
                                   f"got {len(node.args)}")
         if name == "roll":
             return self._roll(node)
+        if name == "where":
+            return self._where(node)
         args = [self.visit(arg) for arg in node.args]
         if name in ELEMENTWISE:
             fn, (a,) = ELEMENTWISE[name], args
@@ -422,6 +428,52 @@ class _Compiler:
         shift = _int_literal(node.args[1], "the shift of roll()")
         f, j = v.fn, v.jet
         return _Node(lambda x: torch.roll(f(x), shift, dims=1), v.size, jet=lambda x: jets.roll(j(x), shift))
+
+    def _where(self, node: ast.Call) -> _Node:
+        """where(condition, a, b): a where the condition holds, else b; the condition is a
+        comparison (``<``, ``<=``, ``>``, ``>=``, chains like ``0.2 < r < 0.5`` allowed) of
+        expressions. Derivatives are those of the branch taken (a coefficient that jumps across
+        an interface has no derivative there)."""
+        test = node.args[0]
+        if not isinstance(test, ast.Compare):
+            raise ExpressionError(f"the first argument of where() must be a comparison such as "
+                                  f"norm(x) < 0.5, got {short_repr(ast.unparse(test))}")
+        terms = [self.visit(test.left)] + [self.visit(t) for t in test.comparators]
+        for op in test.ops:
+            if type(op) not in _COMPARISONS:
+                raise ExpressionError(f"where() compares with < <= > >= only, got "
+                                      f"{short_repr(ast.unparse(test))}")
+        a, b = self.visit(node.args[1]), self.visit(node.args[2])
+        sizes = {n.size for n in (*terms, a, b) if n.size is not None}
+        if len(sizes) > 1:
+            raise ExpressionError(f"vector lengths differ in {short_repr(ast.unparse(node))}: "
+                                  f"{', '.join(map(str, sorted(sizes)))}")
+        size = next(iter(sizes), None)
+        parts = [self._operand(t, size) for t in terms]
+        ops = [_COMPARISONS[type(op)][1] for op in test.ops]
+
+        def mask(x):
+            values = [torch.as_tensor(p(x), dtype=x.dtype, device=x.device) for p in parts]
+            out = ops[0](values[0], values[1])
+            for op, left, right in zip(ops[1:], values[1:], values[2:]):
+                out = out & op(left, right)
+            if out.dim() == 1:  # a scalar condition [N]
+                out = out[:, None]
+            return out.expand(x.shape[0], size or 1)
+
+        if all(t.fn is None for t in terms):  # a constant condition picks a branch now
+            return a if bool(mask(torch.zeros(1, self.dim, dtype=torch.float64)).all()) else b
+        fa, fb = self._operand(a, size), self._operand(b, size)
+        ja, jb = a.jet_of(), b.jet_of()
+        squeeze = size is None
+
+        def value(x):
+            m = mask(x)[:, 0] if squeeze else mask(x)
+            out = torch.where(m, torch.as_tensor(fa(x), dtype=x.dtype, device=x.device),
+                              torch.as_tensor(fb(x), dtype=x.dtype, device=x.device))
+            return out
+
+        return _Node(value, size, jet=lambda x: jets.choose(mask(x).reshape(x.shape[0], -1), ja(x), jb(x)))
 
     def visit_Subscript(self, node: ast.Subscript) -> _Node:
         v = self.visit(node.value)

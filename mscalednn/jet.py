@@ -206,6 +206,23 @@ def total(a: Jet) -> Jet:
     return Jet(v, [], [(torch.ones_like(v), gradient(a))], a.lap.sum(1, keepdim=True), a.d)
 
 
+def choose(mask: Tensor, a: Jet, b: Jet) -> Jet:
+    """a where ``mask`` [N, n] (bool, constant in x) holds, else b (``where(cond, a, b)``): value,
+    gradient and Laplacian of the chosen branch, away from the set where the condition changes.
+    The branch not taken never enters (an infinity there stays out)."""
+    n = max(a.n, b.n, mask.shape[1])
+    a, b, mask = broadcast(a, n), broadcast(b, n), mask.expand(-1, n)
+
+    def keep(t: Tensor, m: Tensor) -> Tensor:
+        return torch.where(m, t, torch.zeros((), dtype=t.dtype, device=t.device))
+
+    sparse = [(i, keep(c, mask)) for i, c in a.sparse] + [(i, keep(c, ~mask)) for i, c in b.sparse]
+    used_a, used_b = mask.any(1, keepdim=True), (~mask).any(1, keepdim=True)  # rows whose gradient enters
+    dense = [(keep(s, mask), keep(G, used_a)) for s, G in a.dense] + [(keep(s, ~mask), keep(G, used_b))
+                                                                      for s, G in b.dense]
+    return _compact(Jet(torch.where(mask, a.v, b.v), _merge(sparse), dense, torch.where(mask, a.lap, b.lap), a.d))
+
+
 def pick(a: Jet, k: Tensor) -> Jet:
     """Component k[r] of row r (k: LongTensor [N, 1]), as a scalar jet (for min and max)."""
     N = a.v.shape[0]

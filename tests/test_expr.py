@@ -8,9 +8,11 @@ import string
 import numpy as np
 import pytest
 import torch
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mscalednn.derivatives import value_grad_laplacian
 from mscalednn.errors import ExpressionError
 from mscalednn.expr import FUNCTIONS, NAMES, Expression, parse_expression
 
@@ -97,6 +99,29 @@ def test_expression_attributes():
         parse_expression("sum(x)", 0)
 
 
+@pytest.mark.parametrize("text", ["where(norm(x) < 0.7, 1 + sum(x**2), 5*sin(x[0]))",
+                                  "where(x[0] < 0.2 < x[1], x[1]**3, 2)", "sum(where(x <= 0, x**2, sin(x)))",
+                                  "where(x >= 0, x**2, sin(x))[1]", "where(norm(x) < 0.5, 1, 1/norm(x))"])
+def test_where_takes_the_branch_and_its_derivatives(text):
+    """where(cond, a, b): the value of the branch taken, and its exact gradient and Laplacian
+    (Taylor mode against nested autograd, float64), also where the other branch is infinite."""
+    x = torch.cat([_points(3) * 2 - 1, torch.zeros(1, 3, dtype=torch.float64)])
+    e = parse_expression(text, 3)
+    u, grad, lap = e.value_grad_laplacian(x)
+    u2, grad2, lap2 = value_grad_laplacian(e, x.clone(), create_graph=False)
+    assert torch.isfinite(u).all() and torch.isfinite(grad).all() and torch.isfinite(lap).all()
+    torch.testing.assert_close(u, e(x), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(grad[:-1], grad2[:-1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lap[:-1], lap2[:-1], rtol=1e-12, atol=1e-12)
+
+
+def test_where_is_piecewise():
+    e = parse_expression("where(norm(x) < 0.5, 1, 5)", 2)
+    x = torch.tensor([[0.1, 0.2], [0.4, 0.4], [-0.3, 0.0], [0.5, 0.0]], dtype=torch.float64)
+    assert e(x).tolist() == [1.0, 5.0, 1.0, 5.0]
+    assert parse_expression("where(1 < 2, x[0], x[1])", 2)(x).tolist() == x[:, 0].tolist()
+
+
 @pytest.mark.parametrize("dim", DIMS)
 def test_laplacian_by_autograd(dim):
     x = _points(dim).requires_grad_(True)
@@ -133,7 +158,12 @@ def test_dtype_follows_input(text):
     ("lambda: 1", r"lambda expressions are not allowed"),
     ("sum([a for a in x])", r"comprehensions are not allowed"),
     ("sum(a for a in x)", r"generator expressions are not allowed"),
-    ("x[0] < 1", r"comparisons are not allowed"),
+    ("x[0] < 1", r"comparisons outside where\(condition, a, b\) are not allowed"),
+    ("where(x[0], 1, 2)", r"the first argument of where\(\) must be a comparison such as norm\(x\) < 0.5, got 'x\[0\]'"),
+    ("where(x[0] == 0, 1, 2)", r"where\(\) compares with < <= > >= only, got 'x\[0\] == 0'"),
+    ("where(x[0] < 0, 1)", r"where\(\) takes 3 arguments, got 2"),
+    ("where(x < x[:2], 1, 2)", r"vector lengths differ in 'where\(x < x\[:2\], 1, 2\)': 2, 3"),
+    ("where(x[0] < 0, x, 1)", r"the expression gives a vector of length 3"),
     ("x[0] and x[1]", r"boolean operators"),
     ("x[0] if x[1] else 1", r"if-expressions are not allowed"),
     ("'abc'", r"string literals cannot be used"),
