@@ -34,6 +34,7 @@ import torch
 
 from .forward_laplacian import auto_chunk, forward_laplacian
 from .nn.adaptive import AdaptiveMscaleDNN
+from .operator import LAPLACE, Operator
 from .problem import PoissonProblem
 from .wavefinder import (N_REFINE, Waves, find_waves, fit_waves, fourier_power, hessian_points,
                          least_squares, near, wave_basis)
@@ -93,15 +94,20 @@ def share_left(done: list[dict]) -> float:
 
 
 def residual_function(model: torch.nn.Module, problem: PoissonProblem):
-    """x -> -Laplace u_theta(x) - f(x) for a float64 copy of ``model`` (differentiable in x), in
-    chunks of points that keep the jets' memory bounded (at d = 1000, 16,000 points at once
-    would need 30 GB)."""
+    """x -> L u_theta(x) - f(x) (-Laplace u_theta - f for the plain problem) for a float64 copy of
+    ``model`` (differentiable in x), in chunks of points that keep the jets' memory bounded (at
+    d = 1000, 16,000 points at once would need 30 GB)."""
     net = copy.deepcopy(model).to("cpu", torch.float64)  # the estimator works on the CPU
     for p in net.parameters():
         p.requires_grad_(False)
     chunk = auto_chunk(net, problem.dim)
-    return lambda x: torch.cat([-forward_laplacian(net, xc, need_grad=False)[2] - problem.f(xc)
-                                for xc in x.split(chunk)])
+    op = problem.operator
+
+    def residual(xc):
+        u, grad_u, lap = forward_laplacian(net, xc, need_grad=op.needs_grad)
+        return (-lap if op.is_laplace else op.apply(xc, u, grad_u, lap)) - problem.f(xc)
+
+    return lambda x: torch.cat([residual(xc) for xc in x.split(chunk)])
 
 
 PROBE_POINTS = 256  # the residual is timed on this many points to predict an estimation's cost
@@ -131,18 +137,35 @@ def source_snr(problem: PoissonProblem, K: torch.Tensor, generator: torch.Genera
     return fourier_power(f, x, K) / (float(f.norm()) / n + 1e-300)
 
 
-def least_squares_amplitudes(model: AdaptiveMscaleDNN, K: torch.Tensor, batch: tuple, beta: float) -> torch.Tensor:
+def linearised_waves(x: torch.Tensor, K: torch.Tensor, data: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The operator linearised at the network's u, applied to the plane waves [cos(K x), sin(K x)]
+    at x [n, 2M] (``data``: the interior data, :meth:`mscalednn.operator.Operator.data`): |k|^2
+    times the wave for -Laplace; else L'(cos k.x) = (a |k|^2 + c + kappa^2 cosh u) cos k.x +
+    (grad a . k) sin k.x and L'(sin k.x) = (a |k|^2 + c + kappa^2 cosh u) sin k.x - (grad a . k) cos k.x."""
+    basis = wave_basis(x, K)
+    if data.dim() == 1:
+        return basis * (K * K).sum(1).repeat(2)
+    a, c, kappa2, grad_a = data[:, 1:2], data[:, 2:3], data[:, 3:4], data[:, 4:]
+    diagonal, drift = a * (K * K).sum(1) + c + kappa2 * torch.cosh(u)[:, None], grad_a @ K.T
+    cos, sin = basis.chunk(2, dim=1)
+    return torch.cat([diagonal * cos + drift * sin, diagonal * sin - drift * cos], dim=1)
+
+
+def least_squares_amplitudes(model: AdaptiveMscaleDNN, K: torch.Tensor, batch: tuple, beta: float,
+                             operator: Operator = LAPLACE) -> torch.Tensor:
     """The amplitudes [M, 2] (raw output units) of new waves K [M, d] that minimise the residual
-    loss on ``batch`` = (x_in, x_bd, f, g) with the rest of the network fixed."""
+    loss on ``batch`` = (x_in, x_bd, f, g) with the rest of the network fixed (f: the interior
+    data; the operator linearised at the network, :func:`linearised_waves`)."""
     x_in, x_bd, f, g = (t.double() for t in batch)
     K = K.to(x_in.device)
     with torch.no_grad():
         net = copy.deepcopy(model).double()
-        r = -forward_laplacian(net, x_in, need_grad=False)[2] - f
+        u, grad_u, lap = forward_laplacian(net, x_in, need_grad=operator.needs_grad)
+        r = operator.residual(f, u, grad_u, lap)
         e = net(x_bd).squeeze(-1) - g
     s = float(model.output_scale)
     w = math.sqrt(beta)
-    A = torch.cat([s * wave_basis(x_in, K) * (K * K).sum(1).repeat(2) / math.sqrt(len(x_in)),
+    A = torch.cat([s * linearised_waves(x_in, K, f, u) / math.sqrt(len(x_in)),
                    w * s * wave_basis(x_bd, K) / math.sqrt(len(x_bd))])
     b = -torch.cat([r / math.sqrt(len(x_in)), w * e / math.sqrt(len(x_bd))])
     c = least_squares(A, b, 1e-10)
@@ -176,7 +199,7 @@ def adapt(model: AdaptiveMscaleDNN, problem: PoissonProblem, batch: tuple, beta:
     new = found.k[(snr > NOISE_FACTOR) & ~near(found.k, held, radius)][:min(model.max_new_waves, model.waves.free)]
     slots: list[int] = []
     if new.shape[0]:
-        amplitudes = least_squares_amplitudes(model, new, batch, beta)
+        amplitudes = least_squares_amplitudes(model, new, batch, beta, problem.operator)
         like = model.waves.k
         slots = model.place_waves(new.to(like), amplitudes.to(like))
     seconds = time.perf_counter() - start

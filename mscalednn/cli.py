@@ -175,6 +175,7 @@ def _solve(args, held: contextlib.ExitStack) -> int:
               + (f", {world.size} processes" if world.size > 1 else "") + f" -> {out}", file=sys.stderr)
         _compile_note(run.train)
     out = world.broadcast(out)
+    problem = _with_reference(problem, out, world)
     checkpoint = Checkpointing(out / CHECKPOINT, {"model": run.model.to_dict(), "in_dim": problem.dim,
                                                   "config": resolved})
     hooks = []
@@ -196,6 +197,25 @@ def _solve(args, held: contextlib.ExitStack) -> int:
         return 128 + signum if status == "interrupted" else 1 if status == "diverged" else 0
     finally:
         world.barrier()  # no rank exits (and makes torchrun stop the others) before rank 0 has written
+
+
+def _with_reference(problem, out: Path, world):
+    """A problem without an exact solution, with its reference solution: the one kept in the
+    run directory (a resumed run), else computed now (rank 0) and kept there."""
+    if problem.has_solution:
+        return problem
+    from .reference import Reference, finite_difference
+    reference = Reference.load(out)
+    if reference is None and world.is_main:
+        print(f"mscale: {problem.name} has no exact solution: computing a finite-difference reference",
+              file=sys.stderr)
+        reference = finite_difference(problem)
+        reference.save(out)
+    world.barrier()
+    reference = reference or Reference.load(out)
+    if world.is_main:
+        print(f"mscale: errors against the {reference.describe()}", file=sys.stderr)
+    return problem.with_reference(reference)
 
 
 def _compile_note(train) -> None:
@@ -282,6 +302,8 @@ def cmd_compare(args) -> int:
     if args.ray is not None:
         connect_ray(args.ray)  # the package and the cluster, before anything is written
     out = Path(args.resume) if args.resume is not None else new_run_dir(args.out, f"compare-{Path(args.problem).stem}")
+    from .distributed import SINGLE
+    problem = _with_reference(problem, out, SINGLE)  # computed once, kept in the compare's directory
     budget = describe_budget(contenders[0].run)
     seeds = [contenders[0].run.train.seed + i for i in range(args.seeds)]
     for note in notes:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .adapt import wave_report
+from .reference import Reference
 from .config import RunConfig, apply_overrides, build_run_config, load_problem, read_yaml
 from .errors import ConfigError
 from .frequency import FrequencyMonitor
@@ -257,7 +258,9 @@ def _job(problem_file: str, contender: Contender, seed: int, out: Path, directio
     import torch
     torch.set_num_threads(threads)
     problem, _ = load_problem(problem_file)
-    return run_contender(problem, contender, seed, out, directions)
+    reference = None if problem.has_solution else Reference.load(out.parent.parent)  # the compare's, if here
+    return run_contender(problem if reference is None else problem.with_reference(reference), contender, seed, out,
+                         directions)
 
 
 def _remote_job(problem_name: str, problem_text: str, contender: Contender, seed: int, directions: str,

@@ -37,6 +37,7 @@ from .expr import check_params, parse_expression
 from .nn import MLP, AdaptiveMscaleDNN, MscaleDNN, count_parameters
 from .derivatives import value_and_grad
 from .geometry import Ball, Box, Difference, Geometry, Intersection, Shell, Union
+from .operator import Operator
 from .problem import PoissonProblem, check_finite
 from .sampling import Sampler, test_points
 from .validate import (Length, Range, Seed, join_path, build_dataclass, check_keys, check_kwargs, check_value,
@@ -336,15 +337,37 @@ def load_run_config(path: str | Path | None, overrides: list[str] = (), seed: in
 
 
 @dataclass(frozen=True)
+class OperatorSpec:
+    """The ``operator:`` section: L u = -div(a grad u) + c u + kappa^2 sinh(u) (``eps`` is another
+    name for ``a``, as in the Poisson-Boltzmann equation). Each an expression of x."""
+
+    a: str | float | None = None
+    eps: str | float | None = None
+    c: str | float | None = None
+    kappa: str | float | None = None
+
+
+@dataclass(frozen=True)
 class ProblemSpec:
     """A problem file's content, validated; :meth:`build` makes the PoissonProblem."""
 
     dim: Count
-    exact: str | float
+    exact: str | float | None = None
     domain: Any = (0.0, 1.0)
     name: str = "problem"
     description: str = ""
     params: dict[str, float] = field(default_factory=dict)
+    operator: OperatorSpec = OperatorSpec()
+    f: str | float | None = None
+    g: str | float | None = None
+
+    def expression(self, text: str | float | None, path: str):
+        if text is None:
+            return None
+        try:
+            return parse_expression(text, self.dim, self.params)
+        except ExpressionError as exc:
+            raise ConfigError(path, f"bad expression: {exc}") from None
 
     def build(self) -> PoissonProblem:
         domain = _domain(self.domain, self.dim)
@@ -353,12 +376,24 @@ class ProblemSpec:
                 check_params({name: value})
             except ExpressionError as exc:
                 raise ConfigError(f"params.{name[:40]}", f"bad parameter: {exc}") from None
+        if self.exact is None and (self.f is None or self.g is None):
+            missing = " and ".join(k for k in ("f", "g") if getattr(self, k) is None)
+            raise ConfigError("exact", "expected an exact solution, or the source f and the boundary data g "
+                              f"(then the errors are measured against a reference solution); {missing} missing")
+        if self.exact is None and not (isinstance(domain, Box) and self.dim <= 3):
+            raise ConfigError("exact", "expected an exact solution: without one the errors are measured against a "
+                              "finite-difference reference, which needs a box in 1, 2 or 3 dimensions (this domain: "
+                              f"{type(domain).__name__.lower()} in {self.dim} dimensions)")
+        spec = self.operator
+        if spec.a is not None and spec.eps is not None:
+            raise ConfigError("operator.eps", "expected a or eps (two names of one coefficient), not both", spec.eps)
+        op = Operator(*(self.expression(text, f"operator.{key}")
+                        for key, text in (("eps" if spec.a is None else "a", spec.a if spec.eps is None else spec.eps),
+                                          ("c", spec.c), ("kappa", spec.kappa))))
+        u = self.expression(self.exact, "exact")
+        parts = {"operator": op, "source": self.expression(self.f, "f"), "boundary": self.expression(self.g, "g")}
         try:
-            u = parse_expression(self.exact, self.dim, self.params)
-        except ExpressionError as exc:
-            raise ConfigError("exact", f"bad expression: {exc}") from None
-        try:
-            return PoissonProblem.on(domain, u, self.name, self.description)
+            return PoissonProblem.on(domain, u, self.name, self.description, **parts)
         except ValueError as exc:
             raise ConfigError("domain", str(exc)) from None
 
@@ -468,11 +503,52 @@ def check_samples(problem: PoissonProblem) -> None:
     """ProblemError unless u* and grad u* (on the test points, or 1,024 random ones for d > 2, and
     on 1,024 boundary points) and f (16 interior points: f costs d backward passes) are finite: a
     singular problem is refused before a run starts, with the place it fails. (Every training
-    batch's f and g are checked again in :func:`mscalednn.solve`.)"""
+    batch's f and g are checked again in :func:`mscalednn.solve`.) ConfigError where the
+    coefficient a is not positive (on 4,096 interior points), or where a given f or g disagrees
+    with the exact solution (on 256 interior and 256 boundary points)."""
     x_test = torch.as_tensor(test_points(problem, 10000 if problem.dim <= 2 else 1024), dtype=torch.float64)
     sampler = Sampler(problem, seed=0, dtype=torch.float64)
     x_in, x_bd = sampler.interior(16), sampler.boundary(1024)
     x = torch.cat([x_test, x_bd])
-    u, grad_u = value_and_grad(problem.exact, x, create_graph=False)
-    check_finite(problem, **{"the exact solution u*": (x, u.detach()), "grad u*": (x, grad_u),
-                             "the source f": (x_in, problem.f(x_in))})
+    fields = {"the source f": (x_in, problem.f(x_in)), "the boundary data g": (x_bd, problem.g(x_bd))}
+    if problem.has_exact:
+        u, grad_u = value_and_grad(problem.exact, x, create_graph=False)
+        fields = {"the exact solution u*": (x, u.detach()), "grad u*": (x, grad_u), **fields}
+    check_finite(problem, **fields)
+    op = problem.operator
+    if not op.is_laplace:
+        x_many = sampler.interior(4096)
+        a, grad_a, c, kappa2 = (t.detach() for t in op.coefficients(x_many))
+        check_finite(problem, **{"the coefficient a": (x_many, a), "grad a": (x_many, grad_a),
+                                 "the coefficient c": (x_many, c), "kappa": (x_many, kappa2)})
+        if float(a.min()) <= 0:
+            i = int(a.argmin())
+            raise ConfigError("operator.a", f"expected a > 0 in the domain (found {float(a[i]):.4g} at x = "
+                              f"{_where(x_many[i])})")
+    if problem.has_exact:
+        _agree(problem, "f", sampler.interior(256), problem.source,
+               lambda y: PoissonProblem(**{**_fields(problem), "source": None}).f(y))
+        _agree(problem, "g", sampler.boundary(256), problem.boundary, problem.exact)
+
+
+def _fields(problem: PoissonProblem) -> dict:
+    return {f.name: getattr(problem, f.name) for f in dataclasses.fields(problem)}
+
+
+def _where(x: torch.Tensor) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in x.tolist()[:6]) + (", ...)" if x.numel() > 6 else ")")
+
+
+def _agree(problem: PoissonProblem, key: str, x: torch.Tensor, given, derived) -> None:
+    """ConfigError unless the ``given`` field (f or g; None: nothing to check) equals the one
+    ``derived`` from the exact solution to 1e-6 of its size."""
+    if given is None:
+        return
+    a, b = given(x).detach(), derived(x).detach()
+    bad = (a - b).abs() > 1e-6 * (1 + float(b.abs().max()))
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        what = "L u* (the operator applied to the exact solution)" if key == "f" else "u* on the boundary"
+        raise ConfigError(key, f"expected {key} = {what}: the given {key} is {float(a[i]):.6g} and {what.split(' (')[0]} "
+                          f"{float(b[i]):.6g} at x = {_where(x[i])} ({int(bad.sum())} of {x.shape[0]} sample points "
+                          f"disagree); give one of them, or correct either")

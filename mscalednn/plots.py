@@ -49,13 +49,14 @@ def plot_solution(problem: PoissonProblem, model: torch.nn.Module, path: Path, n
         x = np.tile(centre, (a.size, 1))
         x[:, 0], x[:, 1] = a.ravel(), b.ravel()
     exact = problem.u(torch.as_tensor(x, dtype=torch.float64)).numpy()
+    label = "exact u*" if problem.has_exact else f"reference u* ({problem.reference_kind})"
     pred = predict(model, x)
     if not problem.is_box:  # blank outside the domain (holes, the corners around a ball)
         outside = ~problem.geometry.contains(x)
         exact, pred = np.where(outside, np.nan, exact), np.where(outside, np.nan, pred)
     if problem.dim == 1:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-        ax1.plot(x[:, 0], exact, "k-", lw=2, label="exact u*")
+        ax1.plot(x[:, 0], exact, "k-", lw=2, label=label)
         ax1.plot(x[:, 0], pred, "r--", lw=1.2, label="network u")
         ax1.set(xlabel="x", title=problem.name)
         ax1.legend()
@@ -65,7 +66,7 @@ def plot_solution(problem: PoissonProblem, model: torch.nn.Module, path: Path, n
         fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
         extent = (lo[0], hi[0], lo[1], hi[1])
         vmin, vmax = np.nanmin(exact), np.nanmax(exact)
-        for ax, data, title, kw in ((axes[0], exact, "exact u*", dict(vmin=vmin, vmax=vmax)),
+        for ax, data, title, kw in ((axes[0], exact, label, dict(vmin=vmin, vmax=vmax)),
                                     (axes[1], pred, "network u", dict(vmin=vmin, vmax=vmax)),
                                     (axes[2], np.abs(pred - exact), "|u - u*|", {})):
             im = ax.imshow(data.reshape(n, n), origin="lower", extent=extent, aspect="auto", **kw)

@@ -1,17 +1,21 @@
 """The Poisson problem: a frozen description; solving is a function of it.
 
-    -Laplace u = f   in Omega: the box [lo_1, hi_1] x ... x [lo_d, hi_d], or a domain of
-                     :mod:`mscalednn.geometry` (a ball, a shell, a box with holes, ...),
-             u = g   on the boundary of Omega,
+    L u = f   in Omega: the box [lo_1, hi_1] x ... x [lo_d, hi_d], or a domain of
+              :mod:`mscalednn.geometry` (a ball, a shell, a box with holes, ...),
+      u = g   on the boundary of Omega,
 
-with the exact solution u* given, f = -Laplace u* and g = u*, both obtained by exact
-differentiation of u*, never by finite differences: for an expression from a problem file by one
-Taylor-mode pass (:meth:`mscalednn.expr.Expression.value_grad_laplacian`, O(N d)), for any other
-torch function by nested automatic differentiation (O(N d^2)).
+with L = -Laplace, or -div(a grad u) + c u + kappa^2 sinh(u) (:mod:`mscalednn.operator`). With
+the exact solution u* given, f = L u* and g = u*, both obtained by exact differentiation of u*,
+never by finite differences: for an expression from a problem file by one Taylor-mode pass
+(:meth:`mscalednn.expr.Expression.value_grad_laplacian`, O(N d)), for any other torch function by
+nested automatic differentiation (O(N d^2)). Without u*, the source f and the boundary data g are
+given (``source``, ``boundary``), and the errors are measured against a reference solution
+(:mod:`mscalednn.reference`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +26,8 @@ from .derivatives import value_and_grad, value_grad_laplacian
 from .errors import ProblemError
 from .expr import Expression
 from .geometry import Box, Geometry, box_face_areas
+from .operator import LAPLACE, Operator
+from .reference import Reference
 from .wavefinder import box_points
 
 Field = Callable[[torch.Tensor], torch.Tensor]
@@ -29,23 +35,32 @@ Field = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class PoissonProblem:
-    """-Laplace u = f on the box [lo, hi] (or on ``domain``) in d dimensions, u = g on its
-    boundary.
+    """L u = f on the box [lo, hi] (or on ``domain``) in d dimensions, u = g on its boundary.
 
     Attributes:
-        exact: u*(x), a function of x [N, d] returning [N] (differentiable by torch).
+        exact: u*(x), a function of x [N, d] returning [N] (differentiable by torch), or None
+            where no closed form is known (then ``source`` and ``boundary`` are required).
         lo, hi: the box corners (length d); with a ``domain``, its bounding box
             (:meth:`on` sets them).
         name, description: for reports.
         domain: a :class:`mscalednn.geometry.Geometry` other than the box, or None (the box).
+        operator: L (:class:`mscalednn.operator.Operator`; -Laplace by default).
+        source: f(x), or None: f = L u*.
+        boundary: g(x) on the boundary, or None: g = u*.
+        reference: a computed solution (:class:`mscalednn.reference.Reference`) for a problem
+            without ``exact``; the errors are measured against it (:meth:`with_reference`).
     """
 
-    exact: Field
+    exact: Field | None
     lo: tuple[float, ...]
     hi: tuple[float, ...]
     name: str = "problem"
     description: str = ""
     domain: Geometry | None = None
+    operator: Operator = LAPLACE
+    source: Field | None = None
+    boundary: Field | None = None
+    reference: Reference | None = None
 
     def __post_init__(self):
         if len(self.lo) != len(self.hi) or not self.lo:
@@ -54,13 +69,35 @@ class PoissonProblem:
             raise ValueError(f"every lo must be below hi, got lo={self.lo}, hi={self.hi}")
         if self.domain is not None and self.domain.dim != len(self.lo):
             raise ValueError(f"the domain has dimension {self.domain.dim}, the box {len(self.lo)}")
+        if self.exact is None and (self.source is None or self.boundary is None):
+            raise ValueError("without an exact solution, give the source f and the boundary data g")
 
     @classmethod
-    def on(cls, domain: Geometry, exact: Field, name: str = "problem", description: str = "") -> "PoissonProblem":
-        """The problem on ``domain`` (a box stays the plain box problem)."""
+    def on(cls, domain: Geometry, exact: Field | None, name: str = "problem", description: str = "",
+           **parts) -> "PoissonProblem":
+        """The problem on ``domain`` (a box stays the plain box problem); ``parts``: operator,
+        source, boundary."""
         if isinstance(domain, Box):
-            return cls(exact, domain.lo, domain.hi, name, description)
-        return cls(exact, tuple(domain.lo), tuple(domain.hi), name, description, domain)
+            return cls(exact, domain.lo, domain.hi, name, description, **parts)
+        return cls(exact, tuple(domain.lo), tuple(domain.hi), name, description, domain, **parts)
+
+    @property
+    def has_exact(self) -> bool:
+        return self.exact is not None
+
+    @property
+    def has_solution(self) -> bool:
+        """Whether errors can be measured: an exact solution, or a reference."""
+        return self.exact is not None or self.reference is not None
+
+    def with_reference(self, reference: Reference) -> "PoissonProblem":
+        """This problem with the errors measured against ``reference``."""
+        return dataclasses.replace(self, reference=reference)
+
+    @property
+    def reference_kind(self) -> str:
+        """``exact``, or the reference's kind (``finite-difference``, ...)."""
+        return "exact" if self.exact is not None else self.reference.kind if self.reference else "none"
 
     @property
     def is_box(self) -> bool:
@@ -101,26 +138,49 @@ class PoissonProblem:
         return self.geometry.boundary_area.value
 
     def u(self, x: torch.Tensor) -> torch.Tensor:
-        """u*(x) [N]."""
+        """u*(x) [N]: the exact solution, or the reference's values."""
+        if self.exact is None:
+            return self._reference().values(x).to(x.dtype)
         return self.exact(x)
 
+    def _reference(self) -> Reference:
+        if self.reference is None:
+            raise ProblemError(f"{self.name}: no exact solution and no reference solution to measure errors against "
+                               "(mscalednn.reference.finite_difference computes one on a box)")
+        return self.reference
+
     def g(self, x: torch.Tensor) -> torch.Tensor:
-        """Dirichlet data g = u* on the boundary [N]."""
-        return self.exact(x).detach()
+        """Dirichlet data on the boundary [N]: g as given, else u*."""
+        return (self.exact if self.boundary is None else self.boundary)(x).detach()
 
     def grad_u(self, x: torch.Tensor) -> torch.Tensor:
-        """grad u*(x) [N, d], exact."""
+        """grad u*(x) [N, d], exact (or the reference's)."""
+        if self.exact is None:
+            return self._reference().gradient(x).to(x.dtype)
         if isinstance(self.exact, Expression):
             return self.exact.value_grad_laplacian(x)[1]
         return value_and_grad(self.exact, x, create_graph=False)[1].detach()
 
     def f(self, x: torch.Tensor) -> torch.Tensor:
-        """Source f = -Laplace u*(x) [N], exact."""
+        """Source f(x) [N]: as given, else f = L u*, exact (for -Laplace: differentiable in x
+        where x requires grad, e.g. for the Hessian of the source in wavefinder.py)."""
+        if self.source is not None:
+            return self.source(x) if x.requires_grad else self.source(x).detach()
         if isinstance(self.exact, Expression):
-            return -self.exact.value_grad_laplacian(x)[2]
-        if x.requires_grad:  # differentiable in x, e.g. for the Hessian of the residual (wavefinder.py)
-            return -value_grad_laplacian(self.exact, x)[2]
-        return -value_grad_laplacian(self.exact, x, create_graph=False)[2].detach()
+            jets = self.exact.value_grad_laplacian(x)
+        elif x.requires_grad:
+            jets = value_grad_laplacian(self.exact, x)
+        else:
+            jets = tuple(t.detach() for t in value_grad_laplacian(self.exact, x, create_graph=False))
+        if self.operator.is_laplace:
+            return -jets[2]
+        f = self.operator.apply(x, *jets)
+        return f if x.requires_grad else f.detach()
+
+    def interior_data(self, x: torch.Tensor) -> torch.Tensor:
+        """What the interior loss needs at collocation points x besides the network: f [N] for
+        -Laplace, else f with the operator's coefficients (:meth:`mscalednn.operator.Operator.data`)."""
+        return self.operator.data(x, self.f(x))
 
 
 def check_finite(problem: PoissonProblem, **fields: tuple[torch.Tensor, torch.Tensor]) -> None:

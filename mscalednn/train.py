@@ -48,6 +48,7 @@ from .errors import ConfigError
 from .metrics import EvalSet, evaluate
 from .optimizers import Objective, backward_in_chunks, make_phase  # noqa: F401 (backward_in_chunks: public here)
 from .problem import PoissonProblem, check_finite
+from .reference import finite_difference
 from .progress import BudgetBar, budget_fraction
 from .runtime import tf32
 from .sampling import SCALING, Sampler
@@ -140,15 +141,18 @@ def compile_decision(config: TrainConfig, device: torch.device) -> tuple[bool, s
 
 
 def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig):
-    """The interior loss (x, f) -> mean over x, and the boundary penalty's weight.
+    """The interior loss (x, f) -> mean over x (f: the batch's interior data,
+    :meth:`mscalednn.problem.PoissonProblem.interior_data`), and the boundary penalty's weight.
 
     Ritz needs grad u only: one reverse pass (``auto``, ``autograd``) or the forward Jacobian
     (``forward``); ``hutchinson`` and ``sampled`` estimate a Laplacian the Ritz loss does not
-    use, so the config refuses them. The residual loss needs Laplace u: the configured operator
-    (``auto``: :func:`mscalednn.derivatives.chosen_operator`);
-    with an estimator, the product of two independent estimates of the residual at every point
+    use, so the config refuses them. The residual loss needs Laplace u (and grad u where the
+    operator's a varies): the configured derivatives (``auto``:
+    :func:`mscalednn.derivatives.chosen_operator`); with an estimator, the product of two
+    independent estimates of the residual at every point
     (:func:`mscalednn.losses.residual_interior_unbiased`), each from half of the ``probes``.
     """
+    op = problem.operator
     if config.loss == "ritz":
         if config.derivatives == "forward" and supports(model):
             def grad(x):
@@ -156,25 +160,38 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
                 return u, g
         else:
             grad = partial(value_and_grad, model)
-        return (lambda x, f: losses.ritz_interior(*grad(x), f, problem.volume)), problem.boundary_area
-    operator = chosen_operator(config.derivatives, config.loss, problem.dim, config.probes)
+        return (lambda x, f: losses.ritz_interior(*grad(x), f, problem.volume, op)), problem.boundary_area
+    operator = derivatives_of(config, problem)
     if operator in RANDOM:  # half the probes for each of two independent estimates
         estimate = laplacian_operator(operator, model, half_probes(config.probes))
 
         def unbiased(x, f):
-            lap = estimate(torch.cat([x, x]))[2]  # fresh directions at every point: independent halves
-            return losses.residual_interior_unbiased(*lap.chunk(2), f)
+            u, _, lap = estimate(torch.cat([x, x]))  # fresh directions at every point: independent halves
+            return losses.residual_interior_unbiased(*lap.chunk(2), f, u.chunk(2)[0], op)
 
         return unbiased, 1.0
     if operator in ("auto", "forward") and supports(model):
-        laplacian = partial(forward_laplacian, model, need_grad=False)  # grad u not needed here
+        laplacian = partial(forward_laplacian, model, need_grad=op.needs_grad)  # grad u only where a varies
     else:
         laplacian = laplacian_operator(operator, model, config.probes)
 
     def residual(x, f):
-        return losses.residual_interior(laplacian(x)[2], f)
+        u, grad_u, lap = laplacian(x)
+        return losses.residual_interior(lap, f, u, grad_u, op)
 
     return residual, 1.0
+
+
+def derivatives_of(config: TrainConfig, problem: PoissonProblem) -> str:
+    """The derivative method a run uses (:func:`mscalednn.derivatives.chosen_operator`); ``auto``
+    keeps the exact forward Laplacian where the operator needs grad u (an estimator gives none)."""
+    chosen = chosen_operator(config.derivatives, config.loss, problem.dim, config.probes)
+    if chosen in RANDOM and problem.operator.needs_grad:
+        if config.derivatives == "auto":
+            return "auto"
+        raise ConfigError("train.derivatives", "expected auto, forward or autograd for a problem whose coefficient a "
+                          f"varies (the residual needs grad u, which {chosen} does not give)", config.derivatives)
+    return chosen
 
 
 def half_probes(probes: int) -> int:
@@ -182,11 +199,11 @@ def half_probes(probes: int) -> int:
     return max(1, probes // 2)
 
 
-def jacobian_rows(config: TrainConfig, dim: int) -> int:
+def jacobian_rows(config: TrainConfig, dim: int, needs_grad: bool = False) -> int:
     """Rows of the input Jacobian the interior loss carries per point: d, or the estimator's
     directions (two estimates of ``probes / 2``; the sampled axes at most d each)."""
     operator = chosen_operator(config.derivatives, config.loss, dim, config.probes)
-    if operator not in RANDOM:
+    if operator not in RANDOM or needs_grad:
         return dim
     half = half_probes(config.probes)
     return 2 * (min(half, dim) if operator == "sampled" else half)
@@ -276,6 +293,8 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
     the checkpoint and shows the progress bar, and the hooks run on every rank. On a GPU the
     float32 matrix products are full float32 unless ``config.tf32``.
     """
+    if not problem.has_solution:  # errors against a computed solution (the CLI keeps it in the run directory)
+        problem = problem.with_reference(finite_difference(problem))
     with tf32(config.tf32):
         return _train(problem, model, config, hooks, checkpoint, resume, stop)
 
@@ -298,12 +317,15 @@ def _train(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig,
     interior_loss, bc_weight = _interior_loss(problem, model, config)
     compiled = compile_decision(config, device)[0]
     objective = Objective(model, compile_loss(interior_loss) if compiled else interior_loss, interior_loss,
-                          bc_weight, config.chunk or auto_chunk(model, jacobian_rows(config, problem.dim)),
+                          bc_weight, config.chunk or auto_chunk(model, jacobian_rows(config, problem.dim, problem.operator.needs_grad)),
                           problem.volume if config.loss == "ritz" else None, world)
     schedule = phases_of(config)
     if any(name == "gauss_newton" for name, _ in schedule) and world.size > 1:
         raise ConfigError("train.optimizer", "expected adam or lbfgs in a data-parallel run (gauss_newton solves "
                           "with every point's Jacobian row in one process)", f"gauss_newton in {world.size} processes")
+    if any(name == "gauss_newton" for name, _ in schedule) and not problem.operator.is_laplace:
+        raise ConfigError("train.optimizer", "expected adam or lbfgs for an operator other than -Laplace (gauss_newton "
+                          "linearises -Laplace u only)", f"gauss_newton on {problem.operator.describe()}")
     if any(name == "gauss_newton" for name, _ in schedule) and not supports(model):
         raise ConfigError("train.optimizer", "expected a model the forward Laplacian knows (MLP or MscaleDNN) for "
                           "gauss_newton", type(model).__name__)
@@ -352,7 +374,7 @@ def _train(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig,
         resample = (step - 1) % config.resample_every == 0 and not state.optimizer.fixed_points
         if state.batch is None or resample or new_phase:
             x_in, x_bd = sampler.interior(config.n_interior), sampler.boundary(config.n_boundary)
-            state.batch = (x_in, x_bd, problem.f(x_in), problem.g(x_bd))
+            state.batch = (x_in, x_bd, problem.interior_data(x_in), problem.g(x_bd))
         loss, interior, bc = state.optimizer.step(state.batch, lr, beta)
         if not _finite(loss, model):  # caught at the step it appears; never reported as a result
             # first: a source or boundary data not finite at a point of the batch is the problem's fault
@@ -427,7 +449,8 @@ def _train(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig,
                "dtype": config.dtype, "lr_scale": state.lr_scale, "rollbacks": state.rollbacks,
                "optimizer": [{**p, "to_step": (state.phases[i + 1]["from_step"] - 1 if i + 1 < len(state.phases)
                                                else state.step)} for i, p in enumerate(state.phases)],
-               "derivatives": chosen_operator(config.derivatives, config.loss, problem.dim, config.probes),
+               "derivatives": derivatives_of(config, problem), "reference": problem.reference_kind,
+               "reference_error": None if problem.reference is None else problem.reference.error,
                "absolute_errors": test.absolute, "adaptations": state.adaptations,
                "output_scaling": {k: float(getattr(model, f"output_{k}", v)) for k, v in (("shift", 0.0), ("scale", 1.0))}}
     return SolveResult(model, state.history, metrics)

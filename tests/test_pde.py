@@ -1,0 +1,226 @@
+"""Operators other than -Laplace (coefficients, Poisson-Boltzmann), sources without a closed-form
+solution, and finite-difference reference solutions."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mscalednn import adapt, losses
+from mscalednn.cli import _with_reference, main
+from mscalednn.config import TrainConfig, load_problem
+from mscalednn.derivatives import value_and_grad, value_grad_laplacian
+from mscalednn.distributed import SINGLE
+from mscalednn.errors import ConfigError
+from mscalednn.expr import parse_expression
+from mscalednn.nn import MLP
+from mscalednn.operator import Operator
+from mscalednn.problem import PoissonProblem
+from mscalednn.reference import Reference, finite_difference, solve_grid
+from mscalednn.train import _interior_loss, solve
+
+U2 = "sin(pi*x[0])*cos(2*x[1]) + x[0]*x[1]"
+A2 = "1 + 0.5*sin(2*pi*x[0])*x[1]"
+
+
+def operator(dim: int, kappa: str | None = "0.7") -> Operator:
+    e = lambda text: parse_expression(text, dim)  # noqa: E731
+    return Operator(a=e(A2 if dim == 2 else "2 + cos(3*x[0])"), c=e("1 + x[0]"), kappa=None if kappa is None else e(kappa))
+
+
+class Closed(torch.nn.Module):
+    """A 'network' that is a given function (for losses at the exact solution)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn, self.dummy = fn, torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def forward(self, x):
+        return (self.fn(x) + 0 * self.dummy)[:, None]
+
+
+def test_source_is_the_divergence_form_of_the_exact_solution():
+    """f = -div(a grad u*) + c u* + kappa^2 sinh(u*), against nested autograd of the flux."""
+    u, op = parse_expression(U2, 2), operator(2)
+    problem = PoissonProblem(u, (0.0, 0.0), (1.0, 1.0), operator=op)
+    x = torch.rand(50, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    value = u(x)
+    (grad,) = torch.autograd.grad(value.sum(), x, create_graph=True)
+    flux = op.a(x)[:, None] * grad
+    div = sum(torch.autograd.grad(flux[:, k].sum(), x, create_graph=True)[0][:, k] for k in range(2))
+    expected = -div + op.c(x) * value + 0.49 * torch.sinh(value)
+    torch.testing.assert_close(problem.f(x.detach()), expected.detach(), rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("derivatives", ["autograd", "forward"])
+def test_residual_loss_vanishes_at_the_exact_solution(derivatives):
+    """The residual loss of the exact solution is ~0 for the divergence-form operator (the jets
+    from nested autograd, and from the forward Laplacian of a network fitted to nothing: there
+    only the loss of a network against its own source is ~0)."""
+    u, op = parse_expression(U2, 2), operator(2)
+    x = torch.rand(300, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    if derivatives == "autograd":
+        problem, model = PoissonProblem(u, (0.0, 0.0), (1.0, 1.0), operator=op), Closed(u)
+    else:  # a network's own L u as the source: its residual is 0
+        model = MLP(2, width=16, depth=2).double()
+        problem = PoissonProblem(lambda y: model(y).squeeze(-1), (0.0, 0.0), (1.0, 1.0), operator=op)
+    loss, _ = _interior_loss(problem, model, TrainConfig(derivatives=derivatives))
+    data = problem.interior_data(x)
+    assert data.shape == (300, 6)
+    assert loss(x, data).item() < 1e-20
+    assert loss(x, data + torch.tensor([1e-3, 0, 0, 0, 0, 0], dtype=torch.float64)).item() == pytest.approx(1e-6)
+
+
+def test_energy_is_least_at_the_exact_solution():
+    """The Ritz energy of the linear operator (a, c) is E(u* + t v) = E(u*) + t^2 Q(v) for v = 0 on
+    the boundary (no linear term: u* is its minimiser; Gauss-Legendre quadrature, 48^2 points);
+    with the sinh term the minimum stays at t = 0."""
+    nodes, weights = np.polynomial.legendre.leggauss(48)
+    nodes, weights = (nodes + 1) / 2, weights / 2
+    X, Y = np.meshgrid(nodes, nodes, indexing="ij")
+    x = torch.as_tensor(np.stack([X.ravel(), Y.ravel()], axis=1))
+    w = torch.as_tensor(np.outer(weights, weights).ravel())
+    u = parse_expression("sin(pi*x[0])*sin(pi*x[1])", 2)
+    for kappa in (None, "0.7"):
+        op = operator(2, kappa)
+        data = PoissonProblem(u, (0.0, 0.0), (1.0, 1.0), operator=op).interior_data(x)
+
+        def energy(t):
+            fn = lambda y: u(y) + t * torch.sin(math.pi * y[:, 0]) * torch.sin(2 * math.pi * y[:, 1])  # noqa: E731
+            value, grad = value_and_grad(fn, x, create_graph=False)
+            return float((w * op.energy(data, value.detach(), grad)).sum())
+
+        e0, ep, em = energy(0.0), energy(0.1), energy(-0.1)
+        assert ep > e0 and em > e0
+        if kappa is None:  # quadratic, without a linear term
+            assert (ep - e0) == pytest.approx(em - e0, rel=1e-8)
+            assert energy(0.2) - e0 == pytest.approx(4 * (ep - e0), rel=1e-8)
+    mc = torch.rand(1000, 2, dtype=torch.float64)  # ritz_interior is |Omega| times the mean energy density
+    value, grad = value_and_grad(u, mc, create_graph=False)
+    data = PoissonProblem(u, (0.0, 0.0), (1.0, 1.0), operator=op).interior_data(mc)
+    assert losses.ritz_interior(value, grad, data, 2.5, op).item() == pytest.approx(
+        2.5 * op.energy(data, value, grad).mean().item(), rel=1e-12)
+
+
+def test_estimators_train_the_residual_of_an_operator_without_a_varying_a():
+    """c u + kappa^2 sinh(u) keeps the estimator's loss unbiased (u is exact in both estimates);
+    an a that varies needs grad u: auto keeps the exact Laplacian, an estimator is refused."""
+    e = lambda text: parse_expression(text, 40)  # noqa: E731
+    u = e("sum(sin(x))")
+    config = TrainConfig(steps=2, progress=False, n_test=100, n_interior=64, n_boundary=32)
+    reaction = PoissonProblem(u, (0.0,) * 40, (1.0,) * 40, operator=Operator(c=e("1"), kappa=e("0.5")))
+    torch.manual_seed(0)
+    assert solve(reaction, MLP(40, width=8, depth=1), config).metrics["derivatives"] == "hutchinson"
+    varying = PoissonProblem(u, (0.0,) * 40, (1.0,) * 40, operator=Operator(a=e("1 + x[0]")))
+    assert solve(varying, MLP(40, width=8, depth=1), config).metrics["derivatives"] == "auto"
+    with pytest.raises(ConfigError, match="train.derivatives: expected auto, forward or autograd for a problem whose"):
+        solve(varying, MLP(40, width=8, depth=1), TrainConfig(**{**config.__dict__, "derivatives": "sampled"}))
+
+
+def test_gauss_newton_is_refused_for_other_operators():
+    u = parse_expression("sin(pi*x[0])", 1)
+    problem = PoissonProblem(u, (0.0,), (1.0,), operator=Operator(c=parse_expression("1", 1)))
+    with pytest.raises(ConfigError, match="expected adam or lbfgs for an operator other than -Laplace"):
+        solve(problem, MLP(1, width=8, depth=1), TrainConfig(steps=2, optimizer="gauss_newton", progress=False))
+
+
+def test_the_linearised_operator_on_a_wave():
+    """The adaptive MscaleDNN's least-squares columns: L'(wave) equals the operator applied to the
+    wave (a linear operator: exactly), by nested autograd."""
+    op = operator(2, None)
+    problem = PoissonProblem(parse_expression(U2, 2), (0.0, 0.0), (1.0, 1.0), operator=op)
+    x = torch.rand(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    K = torch.tensor([[3.0, -5.0], [7.0, 1.0]], dtype=torch.float64)
+    columns = adapt.linearised_waves(x, K, problem.interior_data(x), torch.zeros(64, dtype=torch.float64))
+    for j, (k, fn) in enumerate([(K[0], torch.cos), (K[1], torch.cos), (K[0], torch.sin), (K[1], torch.sin)]):
+        wave = lambda y, k=k, fn=fn: fn(y @ k)  # noqa: E731
+        expected = op.apply(x, *value_grad_laplacian(wave, x, create_graph=False))
+        torch.testing.assert_close(columns[:, j], expected.detach(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dim,kappa", [(1, None), (2, None), (2, "0.7"), (3, "0.7")])
+def test_finite_differences_converge_at_second_order(dim, kappa):
+    """The nodal error of the finite-difference solution against a manufactured solution with a
+    variable coefficient a, c and (with kappa) the sinh term: fitted rate within 0.2 of 2."""
+    text = {1: "sin(3*x[0]) + x[0]**2", 2: U2, 3: "sin(pi*x[0])*cos(x[1])*exp(x[2])"}[dim]
+    e = lambda t: parse_expression(t, dim)  # noqa: E731
+    u = e(text)
+    a = {1: "2 + cos(3*x[0])", 2: A2, 3: "1 + x[0]*x[1] + x[2]**2"}[dim]
+    op = Operator(a=e(a), c=e("1 + x[0]"), kappa=None if kappa is None else e(kappa))
+    exact = PoissonProblem(u, (0.0,) * dim, (1.0,) * dim, operator=op)
+    problem = PoissonProblem(None, exact.lo, exact.hi, operator=op, source=exact.f, boundary=u)
+    cells = [8, 16, 32] if dim == 3 else [16, 32, 64, 128]
+    errors = []
+    for n in cells:
+        grid = solve_grid(problem, n)
+        nodes = np.stack([m.ravel() for m in np.meshgrid(*[np.linspace(0, 1, n + 1)] * dim, indexing="ij")], axis=1)
+        errors.append(float(np.abs(grid.ravel() - u(torch.as_tensor(nodes)).numpy()).max()))
+    rate = -np.polyfit(np.log(cells), np.log(errors), 1)[0]
+    assert abs(rate - 2) < 0.2, (errors, rate)
+
+
+def test_the_reference_estimates_its_own_error():
+    """Richardson's estimate from h and 2h is within a factor 1.5 of the true error (values between
+    the nodes included), and the interpolated gradient is second-order accurate too."""
+    u = parse_expression(U2, 2)
+    exact = PoissonProblem(u, (0.0, 0.0), (1.0, 1.0), operator=operator(2))
+    problem = PoissonProblem(None, exact.lo, exact.hi, operator=exact.operator, source=exact.f, boundary=u)
+    reference = finite_difference(problem, cells=64)
+    x = torch.rand(20000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    true = float((reference.values(x) - u(x)).norm() / u(x).norm())
+    assert true / 1.5 < reference.error < true * 1.5
+    grad_error = float((reference.gradient(x) - exact.grad_u(x)).norm() / exact.grad_u(x).norm())
+    assert grad_error < 20 * true
+
+
+def test_interpolation_is_exact_for_multilinear_functions(tmp_path):
+    lo, hi = (-1.0, 0.0), (1.0, 2.0)
+    nodes = [np.linspace(a, b, 9) for a, b in zip(lo, hi)]
+    X, Y = np.meshgrid(*nodes, indexing="ij")
+    reference = Reference(lo, hi, 3 * X * Y - X + 2, error=1e-3, seconds=1.5)
+    x = torch.rand(100, 2, dtype=torch.float64) * torch.tensor([2.0, 2.0]) + torch.tensor([-1.0, 0.0])
+    torch.testing.assert_close(reference.values(x), 3 * x[:, 0] * x[:, 1] - x[:, 0] + 2, rtol=0, atol=1e-12)
+    torch.testing.assert_close(reference.gradient(x), torch.stack([3 * x[:, 1] - 1, 3 * x[:, 0]], 1), rtol=0, atol=1e-12)
+    reference.save(tmp_path)
+    back = Reference.load(tmp_path)
+    assert back.lo == lo and back.hi == hi and back.error == 1e-3 and back.kind == "finite-difference"
+    assert np.array_equal(back.u, reference.u)
+    assert Reference.load(tmp_path / "nothing") is None
+
+
+def test_a_problem_file_without_exact_solution_is_solved_against_its_reference(tmp_path, monkeypatch):
+    """f and g given: metrics.json names the reference and its error; the reference is kept in the
+    run directory and read from there again (a resumed run does not compute it)."""
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\ndim: 1\noperator: {a: '1 + x[0]**2', kappa: 1}\nf: 'exp(x[0])'\ng: 'x[0]'\n")
+    out = tmp_path / "run"
+    rc = main(["solve", str(path), "--out", str(out), "--set", "train.steps=30", "--set", "train.progress=false",
+               "--set", "train.n_test=200"])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["reference"] == "finite-difference" and 0 < m["reference_error"] < 1e-6
+    assert math.isfinite(m["rel_l2"]) and (out / "reference.npz").is_file()
+    problem, _ = load_problem(path)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the reference was computed again")
+
+    monkeypatch.setattr("mscalednn.reference.finite_difference", never)
+    again = _with_reference(problem, out, SINGLE)
+    assert np.array_equal(again.reference.u, Reference.load(out).u)
+    x = torch.linspace(0, 1, 11, dtype=torch.float64)[:, None]
+    torch.testing.assert_close(again.u(x)[[0, -1]], torch.tensor([0.0, 1.0], dtype=torch.float64))
+
+
+def test_the_exact_solution_and_a_given_source_must_agree(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("dim: 2\nexact: 'sin(pi*x[0])*sin(pi*x[1])'\nf: '2*pi**2*sin(pi*x[0])*sin(pi*x[1])'\ng: 0\n")
+    problem, _ = load_problem(path)  # consistent: accepted
+    assert problem.source is not None and problem.has_exact
+    path.write_text("dim: 2\nexact: 'sin(pi*x[0])*sin(pi*x[1])'\nf: 'pi**2*sin(pi*x[0])*sin(pi*x[1])'\n")
+    with pytest.raises(ConfigError, match=r"f: expected f = L u\*"):
+        load_problem(path)
