@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .derivatives import value_and_grad
 from .forward_laplacian import auto_chunk, forward_laplacian
 from .nn.adaptive import AdaptiveMscaleDNN
 from .operator import LAPLACE, Operator
@@ -129,12 +130,22 @@ def predicted_seconds(fn, problem: PoissonProblem, n_refine: int = N_REFINE) -> 
 
 def source_snr(problem: PoissonProblem, K: torch.Tensor, generator: torch.Generator, n: int = 16000) -> torch.Tensor:
     """|F_f(k)| / (rms(f) / sqrt(n)) for each row k of K [M, d], f the source (mean removed) on n
-    fresh uniform points of the domain: about 1 (Rayleigh) where f has no wave, large where it has."""
+    fresh uniform points of the domain: about 1 (Rayleigh) where f has no wave, large where it has.
+    For an operator with coefficients the largest of this ratio over f and the coefficients a, c
+    and kappa^2: the solution's waves come from the source or from the coefficients (a(x) that
+    oscillates makes u ripple at a's wave vectors, whatever f is)."""
     x = problem.points(n, generator)
     with torch.no_grad():
-        f = problem.f(x).double()
-    f = f - f.mean()
-    return fourier_power(f, x, K) / (float(f.norm()) / n + 1e-300)
+        fields = [problem.f(x).double()]
+        op = problem.operator
+        if not op.is_laplace:
+            a, _, c, kappa2 = op.coefficients(x)
+            fields += [v.detach().double() for v, given in ((a, op.a), (c, op.c), (kappa2, op.kappa)) if given is not None]
+    ratios = []
+    for v in fields:
+        v = v - v.mean()
+        ratios.append(fourier_power(v, x, K) / (float(v.norm()) / n + 1e-300))
+    return torch.stack(ratios).amax(dim=0)
 
 
 def linearised_waves(x: torch.Tensor, K: torch.Tensor, data: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -151,6 +162,23 @@ def linearised_waves(x: torch.Tensor, K: torch.Tensor, data: torch.Tensor, u: to
     return torch.cat([diagonal * cos + drift * sin, diagonal * sin - drift * cos], dim=1)
 
 
+def boundary_rows(net: torch.nn.Module, x: torch.Tensor, K: torch.Tensor, g: torch.Tensor):
+    """The boundary residual of ``net`` at x and the waves' rows there: u - g and the waves for
+    Dirichlet data (g one column); alpha u + beta du/dn - g and alpha wave + beta d(wave)/dn for
+    mixed conditions (g: the columns (g, alpha, beta, a, n), :mod:`mscalednn.conditions`), with
+    d cos(k.x)/dn = -(k.n) sin(k.x) and d sin(k.x)/dn = (k.n) cos(k.x)."""
+    basis = wave_basis(x, K)
+    if g.dim() == 1:
+        with torch.no_grad():
+            return net(x).squeeze(-1) - g, basis
+    u, grad = value_and_grad(net, x, create_graph=False)
+    alpha, beta, n = g[:, 1:2], g[:, 2:3], g[:, 4:]
+    e = alpha[:, 0] * u.detach() + beta[:, 0] * (grad.detach() * n).sum(1) - g[:, 0]
+    kn = n @ K.T
+    cos, sin = basis.chunk(2, dim=1)
+    return e, torch.cat([alpha * cos - beta * kn * sin, alpha * sin + beta * kn * cos], dim=1)
+
+
 def least_squares_amplitudes(model: AdaptiveMscaleDNN, K: torch.Tensor, batch: tuple, beta: float,
                              operator: Operator = LAPLACE) -> torch.Tensor:
     """The amplitudes [M, 2] (raw output units) of new waves K [M, d] that minimise the residual
@@ -162,11 +190,10 @@ def least_squares_amplitudes(model: AdaptiveMscaleDNN, K: torch.Tensor, batch: t
         net = copy.deepcopy(model).double()
         u, grad_u, lap = forward_laplacian(net, x_in, need_grad=operator.needs_grad)
         r = operator.residual(f, u, grad_u, lap)
-        e = net(x_bd).squeeze(-1) - g
+    e, rows = boundary_rows(net, x_bd, K, g)
     s = float(model.output_scale)
     w = math.sqrt(beta)
-    A = torch.cat([s * linearised_waves(x_in, K, f, u) / math.sqrt(len(x_in)),
-                   w * s * wave_basis(x_bd, K) / math.sqrt(len(x_bd))])
+    A = torch.cat([s * linearised_waves(x_in, K, f, u) / math.sqrt(len(x_in)), w * s * rows / math.sqrt(len(x_bd))])
     b = -torch.cat([r / math.sqrt(len(x_in)), w * e / math.sqrt(len(x_bd))])
     c = least_squares(A, b, 1e-10)
     M = K.shape[0]

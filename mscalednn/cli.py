@@ -141,7 +141,7 @@ def _solve(args, held: contextlib.ExitStack) -> int:
     from .nn import count_parameters
     from .outputs import RunLock, TensorBoardLog, check_free_space, new_run_dir, write_history, write_yaml
     from .runtime import StopRequest
-    from .train import Checkpointing, seed_everything, solve
+    from .train import Checkpointing, chosen_loss, seed_everything, solve
 
     main_rank = distributed.launched_rank() == 0
     if main_rank and args.resume is not None and (Path(args.resume) / CHECKPOINT).is_file():
@@ -167,9 +167,11 @@ def _solve(args, held: contextlib.ExitStack) -> int:
         else:
             check_free_space(out, need)
         what = (f"resuming at step {resume['step']} of" if resume else "up to") + f" {run.train.steps} steps"
-        operator = chosen_operator(run.train.derivatives, run.train.loss, problem.dim, run.train.probes)
+        loss, why = chosen_loss(run.train, problem)
+        operator = chosen_operator(run.train.derivatives, loss, problem.dim, run.train.probes)
         print(f"mscale: {problem.name} (d={problem.dim}) with {run.model.kind} ({params} parameters), "
-              f"{run.train.loss} loss{f' (Laplacian: {operator} estimate)' if operator in RANDOM else ''}, "
+              f"{loss} loss{f' ({why})' if why != 'set' and problem.operator.a is not None else ''}"
+              f"{f' (Laplacian: {operator} estimate)' if operator in RANDOM else ''}, "
               f"config {source['model'] or 'built-in defaults'}, {what}"
               + (f" or {run.train.time_limit:g} s" if run.train.time_limit else "")
               + (f", {world.size} processes" if world.size > 1 else "") + f" -> {out}", file=sys.stderr)

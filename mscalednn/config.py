@@ -21,6 +21,7 @@ expected form and the value received.
 from __future__ import annotations
 
 import copy
+import difflib
 import inspect
 import re
 import dataclasses
@@ -37,6 +38,7 @@ from .expr import check_params, parse_expression
 from .nn import MLP, AdaptiveMscaleDNN, MscaleDNN, count_parameters
 from .derivatives import value_and_grad
 from .geometry import Ball, Box, Difference, Geometry, Intersection, Shell, Union
+from .conditions import KINDS, Condition
 from .operator import Operator
 from .problem import PoissonProblem, check_finite
 from .sampling import Sampler, test_points
@@ -71,7 +73,7 @@ class Phase:
 class TrainConfig:
     """Training settings (the ``train:`` section). See README, "Configs", for each key."""
 
-    loss: Literal["residual", "ritz"] = "residual"
+    loss: Literal["auto", "residual", "ritz"] = "auto"
     steps: Count = 20000
     time_limit: Positive | None = None
     lr: Positive = 1e-3
@@ -360,6 +362,7 @@ class ProblemSpec:
     operator: OperatorSpec = OperatorSpec()
     f: str | float | None = None
     g: str | float | None = None
+    boundary: dict[str, Any] | None = None
 
     def expression(self, text: str | float | None, path: str):
         if text is None:
@@ -391,11 +394,60 @@ class ProblemSpec:
                         for key, text in (("eps" if spec.a is None else "a", spec.a if spec.eps is None else spec.eps),
                                           ("c", spec.c), ("kappa", spec.kappa))))
         u = self.expression(self.exact, "exact")
-        parts = {"operator": op, "source": self.expression(self.f, "f"), "boundary": self.expression(self.g, "g")}
+        conditions = self.conditions(domain, op)
+        parts = {"operator": op, "source": self.expression(self.f, "f"), "boundary": self.expression(self.g, "g"),
+                 "conditions": conditions}
         try:
             return PoissonProblem.on(domain, u, self.name, self.description, **parts)
         except ValueError as exc:
             raise ConfigError("domain", str(exc)) from None
+
+
+    def conditions(self, domain: Geometry, op: Operator) -> tuple[tuple[str, Condition], ...]:
+        """The ``boundary:`` section: a condition for every named part of the domain's boundary,
+        ``dirichlet`` / ``neumann`` (g from the exact solution, or for Dirichlet the top-level g),
+        ``{dirichlet: G}``, ``{neumann: G}`` or ``{robin: {alpha: A, g: G}}``."""
+        if self.boundary is None:
+            return ()
+        parts = list(domain.parts)
+        for name in self.boundary:
+            if name not in parts:
+                raise ConfigError(join_path("boundary", str(name)), f"expected a part of the domain's boundary "
+                                  f"({', '.join(parts)}){_suggest(str(name), parts)}")
+        missing = [name for name in parts if name not in self.boundary]
+        if missing:
+            raise ConfigError("boundary", f"expected a condition for every part of the boundary ({', '.join(parts)}); "
+                              f"none for {', '.join(missing)}")
+        out = []
+        for name in parts:
+            path, given = join_path("boundary", name), self.boundary[name]
+            entry = {given: None} if isinstance(given, str) else given
+            if not (isinstance(entry, dict) and len(entry) == 1 and next(iter(entry)) in KINDS):
+                raise ConfigError(path, "expected dirichlet, neumann, {dirichlet: G}, {neumann: G} or {robin: {alpha: A, "
+                                  "g: G}}", given)
+            kind, value = next(iter(entry.items()))
+            path = join_path(path, kind)
+            if kind == "robin":
+                value = check_keys(value, ["alpha", "g"], path, required=["alpha"])
+                alpha, g = self.expression(value["alpha"], join_path(path, "alpha")), value.get("g")
+                g = self.expression(g, join_path(path, "g"))
+            else:
+                alpha, g = None, self.expression(value, path)
+            if self.exact is None and g is None and (kind != "dirichlet" or self.g is None):
+                raise ConfigError(path, f"expected the {kind} data g (there is no exact solution to derive it from)")
+            out.append((name, Condition(kind, g, alpha)))
+        if all(c.kind == "neumann" for _, c in out) and op.c is None and op.kappa is None:
+            raise ConfigError("boundary", "expected a dirichlet or robin part: with neumann conditions alone and no c or "
+                              "kappa, u is fixed only up to a constant")
+        if self.exact is None and any(c.kind != "dirichlet" for _, c in out):
+            raise ConfigError("exact", "expected an exact solution with neumann or robin conditions (the "
+                              "finite-difference reference takes Dirichlet data only)")
+        return tuple(out)
+
+
+def _suggest(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 SHAPES = ("box", "ball", "shell")
@@ -529,6 +581,14 @@ def check_samples(problem: PoissonProblem) -> None:
         _agree(problem, "f", sampler.interior(256), problem.source,
                lambda y: PoissonProblem(**{**_fields(problem), "source": None}).f(y))
         _agree(problem, "g", sampler.boundary(256), problem.boundary, problem.exact)
+        x_bd = sampler.boundary(1024)
+        part, names = problem.geometry.part_of(x_bd.numpy()), list(problem.geometry.parts)
+        normal = torch.as_tensor(problem.geometry.boundary_normal(x_bd.numpy()))
+        for i, (name, condition) in enumerate((n, dict(problem.conditions)[n]) for n in names if problem.conditions):
+            rows = torch.as_tensor(part == names.index(name))
+            if condition.g is not None and bool(rows.any()):
+                _agree(problem, f"boundary.{name}.{condition.kind}", x_bd[rows], condition.g,
+                       lambda y, rows=rows: condition.derived_g(y, normal[rows], *value_and_grad(problem.exact, y, False)))
 
 
 def _fields(problem: PoissonProblem) -> dict:
@@ -548,7 +608,8 @@ def _agree(problem: PoissonProblem, key: str, x: torch.Tensor, given, derived) -
     bad = (a - b).abs() > 1e-6 * (1 + float(b.abs().max()))
     if bool(bad.any()):
         i = int(bad.nonzero()[0])
-        what = "L u* (the operator applied to the exact solution)" if key == "f" else "u* on the boundary"
-        raise ConfigError(key, f"expected {key} = {what}: the given {key} is {float(a[i]):.6g} and {what.split(' (')[0]} "
-                          f"{float(b[i]):.6g} at x = {_where(x[i])} ({int(bad.sum())} of {x.shape[0]} sample points "
-                          f"disagree); give one of them, or correct either")
+        what = {"f": "f = L u* (the operator applied to the exact solution)", "g": "g = u* on the boundary"}.get(
+            key, "g = alpha u* + beta du*/dn of the exact solution")
+        raise ConfigError(key, f"expected {what}: {float(a[i]):.6g} given, {float(b[i]):.6g} from u* at x = "
+                          f"{_where(x[i])} ({int(bad.sum())} of {x.shape[0]} sample points disagree); give one of them, "
+                          "or correct either")

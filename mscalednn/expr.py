@@ -104,10 +104,11 @@ class _Node:
 class Expression:
     """A parsed expression; call it on ``x`` of shape ``[N, dim]`` to get shape ``[N]``."""
 
-    def __init__(self, text: str, dim: int, node: _Node):
+    def __init__(self, text: str, dim: int, node: _Node, piecewise: bool = False):
         self.text = text
         self.dim = dim
         self._node = node
+        self.piecewise = piecewise  # built with where(...): it may jump
 
     def _check(self, x: torch.Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.dim:
@@ -143,12 +144,13 @@ def parse_expression(text: str, dim: int, params: Mapping[str, float] | None = N
     text = _as_text(text)
     consts = {"d": float(dim), "pi": math.pi, "e": math.e, **check_params(params)}
     tree = _parse(text)
-    node = _Compiler(dim, consts).visit(tree.body)
+    compiler = _Compiler(dim, consts)
+    node = compiler.visit(tree.body)
     if node.size is not None:
         raise ExpressionError(
             f"the expression gives a vector of length {node.size} per point; reduce it to one "
             f"number with sum(...), prod(...), norm(...) or index it like x[0]")
-    return Expression(text, dim, node)
+    return Expression(text, dim, node, compiler.piecewise)
 
 
 def _as_text(text: object) -> str:
@@ -257,6 +259,7 @@ class _Compiler:
     def __init__(self, dim: int, consts: dict[str, float]):
         self.dim = dim
         self.consts = consts
+        self.piecewise = False
 
     def visit(self, node: ast.AST) -> _Node:
         method = getattr(self, "visit_" + type(node).__name__, None)
@@ -434,6 +437,7 @@ class _Compiler:
         comparison (``<``, ``<=``, ``>``, ``>=``, chains like ``0.2 < r < 0.5`` allowed) of
         expressions. Derivatives are those of the branch taken (a coefficient that jumps across
         an interface has no derivative there)."""
+        self.piecewise = True
         test = node.args[0]
         if not isinstance(test, ast.Compare):
             raise ExpressionError(f"the first argument of where() must be a comparison such as "

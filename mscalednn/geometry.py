@@ -290,6 +290,15 @@ class Geometry:
         """The outward unit normal at boundary points x (from the nearest piece of any part)."""
         return _nearest_normal([piece for _, piece in self.pieces()], _rows(x))
 
+    def part_of(self, x: np.ndarray) -> np.ndarray:
+        """The index, in :attr:`parts`, of the part each boundary point of x lies on (that of the
+        nearest piece)."""
+        names, pieces = list(self.parts), list(self.pieces())
+        if len(names) == 1:
+            return np.zeros(len(_rows(x)), dtype=int)
+        which = np.stack([_surface_distance(p.surface, _rows(x)) for _, p in pieces], axis=1).argmin(axis=1)
+        return np.array([names.index(name) for name, _ in pieces])[which]
+
 
 @dataclass(frozen=True)
 class Box(Geometry):

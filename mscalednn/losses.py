@@ -42,3 +42,21 @@ def ritz_interior(u: torch.Tensor, grad_u: torch.Tensor, f: torch.Tensor, volume
 def boundary_penalty(u_b: torch.Tensor, g: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
     """weight * mean (u - g)^2 on boundary points (weight = |boundary| for the Ritz loss)."""
     return weight * (u_b - g).square().mean()
+
+
+def boundary_terms(u_b: torch.Tensor, du_dn: torch.Tensor, data: torch.Tensor, ritz: bool,
+                   weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penalty, natural) on boundary points with mixed conditions (``data``: the columns (g,
+    alpha, beta, a, n), :mod:`mscalednn.conditions`): the residual loss penalises
+    weight * mean (alpha u + beta du/dn - g)^2 everywhere and has no natural term; the Ritz loss
+    penalises the Dirichlet points only and adds weight * mean of the natural energy
+    a (alpha u^2 / 2 - g u) at the others (weight = |boundary|: means become integrals)."""
+    g, alpha, beta, a = data[:, 0], data[:, 1], data[:, 2], data[:, 3]
+    if not ritz:
+        r = alpha * u_b + beta * du_dn - g
+        return weight * r.square().mean(), torch.zeros((), dtype=u_b.dtype, device=u_b.device)
+    r = u_b - g  # where beta = 0: u - g (du/dn not needed: ``du_dn`` may be None)
+    dirichlet = beta == 0
+    penalty = torch.where(dirichlet, r.square(), torch.zeros_like(r)).mean()
+    natural = torch.where(dirichlet, torch.zeros_like(r), a * (0.5 * alpha * u_b.square() - g * u_b)).mean()
+    return weight * penalty, weight * natural

@@ -52,6 +52,12 @@ class Operator:
         """Whether the residual needs grad u (a varies: the term grad a . grad u)."""
         return self.a is not None
 
+    @property
+    def jumps(self) -> bool:
+        """Whether a is piecewise (an expression with ``where``): the strong residual then misses
+        the interface condition (continuity of a du/dn)."""
+        return bool(getattr(self.a, "piecewise", False))
+
     def describe(self) -> str:
         terms = ["-Laplace u" if self.a is None else "-div(a grad u)"]
         terms += [t for t, field in (("c u", self.c), ("kappa^2 sinh(u)", self.kappa)) if field is not None]

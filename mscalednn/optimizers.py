@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from . import losses
+from .derivatives import value_and_grad
 from .distributed import SINGLE, World
 from .gauss_newton import GaussNewton, LocalModel, energy_jacobian, residual_jacobian
 
@@ -65,13 +66,31 @@ class Objective:
     volume: float | None = None
     world: World = SINGLE
 
+    def boundary(self, x_bd: torch.Tensor, g: torch.Tensor, create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(penalty, natural) on the boundary points: the Dirichlet penalty alone where g is one
+        column; with mixed conditions (:func:`mscalednn.losses.boundary_terms`) du/dn from one
+        reverse pass where the residual loss needs it."""
+        if g.dim() == 1:
+            u = self.model(x_bd).squeeze(-1)
+            return losses.boundary_penalty(u, g, self.bc_weight), torch.zeros((), dtype=u.dtype, device=u.device)
+        ritz = self.volume is not None
+        if ritz:  # natural conditions: u alone
+            u, du_dn = self.model(x_bd).squeeze(-1), None
+        else:
+            with torch.enable_grad():
+                u, grad = value_and_grad(self.model, x_bd, create_graph=create_graph)
+            du_dn = (grad * g[:, 4:]).sum(dim=1)
+        return losses.boundary_terms(u, du_dn, g, ritz, self.bc_weight)
+
     def backward(self, batch: tuple, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Accumulate dL/dtheta into .grad (interior in chunks of points); (L, interior, boundary)."""
+        """Accumulate dL/dtheta into .grad (interior in chunks of points); (L, interior, boundary),
+        the interior including the natural boundary energy of Neumann and Robin parts (Ritz)."""
         x_in, x_bd, f, g = batch
         interior = backward_in_chunks(self.interior, x_in, f, self.chunk)
-        bc = losses.boundary_penalty(self.model(x_bd).squeeze(-1), g, self.bc_weight)
-        (beta * bc).backward()
-        interior, bc = self.world.average_gradients(list(self.model.parameters()), interior, bc.detach())
+        bc, natural = self.boundary(x_bd, g)
+        (natural + beta * bc).backward()
+        interior, bc = self.world.average_gradients(list(self.model.parameters()), interior + natural.detach(),
+                                                    bc.detach())
         return interior + beta * bc, interior, bc
 
     def terms(self, batch: tuple) -> tuple[float, float]:
@@ -81,8 +100,8 @@ class Objective:
         interior = sum(self.interior_plain(xs, fs).detach() * (xs.shape[0] / n)
                        for xs, fs in zip(torch.split(x_in, self.chunk), torch.split(f, self.chunk)))
         with torch.no_grad():
-            bc = losses.boundary_penalty(self.model(x_bd).squeeze(-1), g, self.bc_weight)
-        return self.world.mean(float(interior), float(bc))
+            bc, natural = self.boundary(x_bd, g, create_graph=False)
+        return self.world.mean(float(interior + natural), float(bc))
 
 
 class _TorchPhase:

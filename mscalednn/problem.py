@@ -2,7 +2,8 @@
 
     L u = f   in Omega: the box [lo_1, hi_1] x ... x [lo_d, hi_d], or a domain of
               :mod:`mscalednn.geometry` (a ball, a shell, a box with holes, ...),
-      u = g   on the boundary of Omega,
+      u = g   on the boundary of Omega (or, per named part of it, du/dn = g or alpha u + du/dn = g:
+              :mod:`mscalednn.conditions`),
 
 with L = -Laplace, or -div(a grad u) + c u + kappa^2 sinh(u) (:mod:`mscalednn.operator`). With
 the exact solution u* given, f = L u* and g = u*, both obtained by exact differentiation of u*,
@@ -26,6 +27,7 @@ from .derivatives import value_and_grad, value_grad_laplacian
 from .errors import ProblemError
 from .expr import Expression
 from .geometry import Box, Geometry, box_face_areas
+from .conditions import Condition
 from .operator import LAPLACE, Operator
 from .reference import Reference
 from .wavefinder import box_points
@@ -47,6 +49,8 @@ class PoissonProblem:
         operator: L (:class:`mscalednn.operator.Operator`; -Laplace by default).
         source: f(x), or None: f = L u*.
         boundary: g(x) on the boundary, or None: g = u*.
+        conditions: (part name, :class:`mscalednn.conditions.Condition`) for every part of the
+            boundary, or empty: u = g everywhere.
         reference: a computed solution (:class:`mscalednn.reference.Reference`) for a problem
             without ``exact``; the errors are measured against it (:meth:`with_reference`).
     """
@@ -60,6 +64,7 @@ class PoissonProblem:
     operator: Operator = LAPLACE
     source: Field | None = None
     boundary: Field | None = None
+    conditions: tuple[tuple[str, Condition], ...] = ()
     reference: Reference | None = None
 
     def __post_init__(self):
@@ -69,8 +74,16 @@ class PoissonProblem:
             raise ValueError(f"every lo must be below hi, got lo={self.lo}, hi={self.hi}")
         if self.domain is not None and self.domain.dim != len(self.lo):
             raise ValueError(f"the domain has dimension {self.domain.dim}, the box {len(self.lo)}")
-        if self.exact is None and (self.source is None or self.boundary is None):
+        if self.exact is None and (self.source is None or (self.boundary is None and not self.conditions)):
             raise ValueError("without an exact solution, give the source f and the boundary data g")
+        if self.conditions:
+            parts, named = list(self.geometry.parts), [name for name, _ in self.conditions]
+            if sorted(parts) != sorted(named):
+                raise ValueError(f"expected one condition for each boundary part ({', '.join(parts)}), got "
+                                 f"{', '.join(named)}")
+            if self.exact is None and any(c.g is None and (c.kind != "dirichlet" or self.boundary is None)
+                                          for _, c in self.conditions):
+                raise ValueError("without an exact solution, every condition needs its g")
 
     @classmethod
     def on(cls, domain: Geometry, exact: Field | None, name: str = "problem", description: str = "",
@@ -149,9 +162,45 @@ class PoissonProblem:
                                "(mscalednn.reference.finite_difference computes one on a box)")
         return self.reference
 
+    @property
+    def mixed(self) -> bool:
+        """Whether some part of the boundary has a Neumann or Robin condition."""
+        return any(c.kind != "dirichlet" for _, c in self.conditions)
+
     def g(self, x: torch.Tensor) -> torch.Tensor:
-        """Dirichlet data on the boundary [N]: g as given, else u*."""
-        return (self.exact if self.boundary is None else self.boundary)(x).detach()
+        """The boundary data g at boundary points x [N] (for u, du/dn or alpha u + du/dn, by the
+        condition of each point's part): as given, else from u*."""
+        data = self.boundary_data(x)
+        return data if data.dim() == 1 else data[:, 0]
+
+    def boundary_data(self, x: torch.Tensor) -> torch.Tensor:
+        """What the boundary loss needs at boundary points x: g [N] where every part is Dirichlet,
+        else the columns (g, alpha, beta, a, n) [N, 4 + d] (:mod:`mscalednn.conditions`)."""
+        dirichlet = self.exact if self.boundary is None else self.boundary
+        if not self.conditions:
+            return dirichlet(x).detach()
+        names, given = list(self.geometry.parts), dict(self.conditions)
+        points = x.detach().cpu().double().numpy()
+        part = torch.as_tensor(self.geometry.part_of(points), device=x.device)
+        n = torch.as_tensor(self.geometry.boundary_normal(points), dtype=x.dtype, device=x.device)
+        g, alpha, beta = (torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) for _ in range(3))
+        for i, name in enumerate(names):
+            rows = part == i
+            if not bool(rows.any()):
+                continue
+            condition, xs = given[name], x[rows].detach()
+            alpha[rows], beta[rows] = condition.coefficients(xs)
+            if condition.g is not None:
+                g[rows] = condition.g(xs).detach().to(x.dtype)
+            elif condition.kind == "dirichlet":
+                g[rows] = dirichlet(xs).detach().to(x.dtype)
+            else:
+                u, grad = value_and_grad(self.exact, xs, create_graph=False)
+                g[rows] = condition.derived_g(xs, n[rows], u.detach(), grad.detach())
+        if not self.mixed:
+            return g
+        a = self.operator.coefficients(x.detach())[0].detach().to(x.dtype)
+        return torch.cat([torch.stack([g, alpha, beta, a], dim=1), n], dim=1)
 
     def grad_u(self, x: torch.Tensor) -> torch.Tensor:
         """grad u*(x) [N, d], exact (or the reference's)."""
