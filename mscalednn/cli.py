@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import signal
 import sys
 import time
@@ -175,7 +176,7 @@ def _solve(args, held: contextlib.ExitStack) -> int:
               f"config {source['model'] or 'built-in defaults'}, {what}"
               + (f" or {run.train.time_limit:g} s" if run.train.time_limit else "")
               + (f", {world.size} processes" if world.size > 1 else "") + f" -> {out}", file=sys.stderr)
-        _compile_note(run.train)
+        _compile_note(dataclasses.replace(run.train, loss=loss))
     out = world.broadcast(out)
     problem = _with_reference(problem, out, world)
     checkpoint = Checkpointing(out / CHECKPOINT, {"model": run.model.to_dict(), "in_dim": problem.dim,
@@ -281,6 +282,7 @@ def _errors_line(m: dict) -> str:
 
 def cmd_compare(args) -> int:
     from .compare import compare, connect_ray, describe_budget, load_contenders, resumable_runs
+    from .train import chosen_loss
     from .config import load_problem
     from .errors import ConfigError
     from .outputs import new_run_dir
@@ -312,7 +314,8 @@ def cmd_compare(args) -> int:
         print(f"mscale: note: {note}", file=sys.stderr)
     print(f"mscale compare: {problem.name} (d={problem.dim}), models {', '.join(c.name for c in contenders)}, "
           f"seeds {seeds}, {budget} -> {out}", file=sys.stderr)
-    _compile_note(contenders[0].run.train)
+    train = contenders[0].run.train
+    _compile_note(dataclasses.replace(train, loss=chosen_loss(train, problem)[0]))
     summary = compare(problem, contenders, seeds, out, budget, notes, args.directions,
                       log=lambda m: print(m, file=sys.stderr), jobs=args.jobs, problem_file=args.problem,
                       ray=args.ray)

@@ -89,7 +89,7 @@ class PoissonProblem:
     def on(cls, domain: Geometry, exact: Field | None, name: str = "problem", description: str = "",
            **parts) -> "PoissonProblem":
         """The problem on ``domain`` (a box stays the plain box problem); ``parts``: operator,
-        source, boundary."""
+        source, boundary, conditions."""
         if isinstance(domain, Box):
             return cls(exact, domain.lo, domain.hi, name, description, **parts)
         return cls(exact, tuple(domain.lo), tuple(domain.hi), name, description, domain, **parts)

@@ -131,6 +131,8 @@ def compile_decision(config: TrainConfig, device: torch.device) -> tuple[bool, s
     (a C++ compiler on the CPU, Triton on a GPU)."""
     if config.compile != "auto":
         return bool(config.compile), f"train.compile: {str(config.compile).lower()}"
+    if config.loss == "ritz":  # its grad u comes from a reverse pass, which torch.compile refuses here
+        return False, "auto: the Ritz loss's reverse pass for grad u does not compile"
     if config.steps < COMPILE_MIN_STEPS or (config.time_limit is not None and config.time_limit < COMPILE_MIN_SECONDS):
         return False, (f"auto: a budget under {COMPILE_MIN_STEPS} steps or {COMPILE_MIN_SECONDS:g} s does not "
                        "amortise compiling")

@@ -1,6 +1,7 @@
 """`mscale compare` and the per-frequency measurements it is built on."""
 
 import json
+import math
 import sys
 
 import numpy as np
@@ -362,3 +363,29 @@ def test_compare_on_a_domain_with_holes_skips_only_the_grid_spectrum(tmp_path):
     assert (out / "projection.png").exists() and not (out / "grid.png").exists()
     run = json.loads((out / "runs" / "mscale-seed0" / "run.json").read_text())
     assert list(run["frequency"]["measurements"]) == ["projection", "filter"]
+
+
+def test_compare_on_a_problem_without_exact_solution_uses_one_reference(tmp_path, monkeypatch):
+    """f and g given: the compare computes the finite-difference reference once, keeps it in its
+    directory, and every run measures against it (none computes it again)."""
+    import mscalednn.reference
+    import mscalednn.train
+    calls, original = [], mscalednn.reference.finite_difference
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mscalednn.reference, "finite_difference", counted)
+    monkeypatch.setattr(mscalednn.train, "finite_difference", counted)
+    problem = tmp_path / "p.yaml"
+    problem.write_text("name: p\ndim: 1\noperator: {a: '1 + x[0]**2'}\nf: 'exp(x[0])'\ng: 'x[0]'\n")
+    models = [str(ROOT / f"configs/{c}.yaml") for c in ("mscale", "vanilla")]
+    out = tmp_path / "cmp"
+    assert main(["compare", str(problem), "--models", *models, "--set", "train.steps=6", "--set", "train.n_test=200",
+                 "--set", "train.progress=false", "--set", "train.eval_every=3", "--out", str(out)]) == 0
+    assert (out / "reference.npz").is_file() and len(calls) == 1
+    for name in ("mscale", "vanilla"):
+        run = json.loads((out / "runs" / f"{name}-seed0" / "run.json").read_text())
+        assert run["reference"] == "finite-difference" and 0 < run["reference_error"] < 1e-6
+        assert math.isfinite(run["rel_l2"])

@@ -217,6 +217,8 @@ def test_compile_auto_compiles_long_budgets_where_a_compiler_exists(monkeypatch)
         assert not on and "does not amortise" in why
     assert compile_decision(TrainConfig(steps=100, compile=True), cpu) == (True, "train.compile: true")
     assert compile_decision(TrainConfig(steps=20000, compile=False), cpu) == (False, "train.compile: false")
+    on, why = compile_decision(TrainConfig(steps=20000, loss="ritz"), cpu)  # its reverse pass fails to compile
+    assert not on and "Ritz" in why
     monkeypatch.setattr(train_module.shutil, "which", lambda name: None)
     assert compile_decision(TrainConfig(steps=20000), cpu) == (False, "auto: no C++ compiler found")
     monkeypatch.setattr(train_module.importlib.util, "find_spec", lambda name: None)
