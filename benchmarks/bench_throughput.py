@@ -124,8 +124,8 @@ def worker(args) -> None:
         x_in, x_bd = sampler.interior(per_rank), sampler.boundary(max(1, per_rank // 2))
         interior, bc_weight = _interior_loss(problem, model, run.train)
         objective = Objective(model, interior, interior, bc_weight,
-                              auto_chunk(model, jacobian_rows(run.train, problem.dim)))
-        batch = (x_in, x_bd, problem.f(x_in), problem.g(x_bd))
+                              auto_chunk(model, jacobian_rows(run.train, problem)))
+        batch = (x_in, x_bd, problem.interior_data(x_in), problem.boundary_data(x_bd))
         flops = step_flops(objective, batch)
         rate = sgemm_rate(args.device)
         check = finite_check_cost(objective, batch, model, args.device) if world.size == 1 else None

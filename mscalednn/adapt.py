@@ -157,9 +157,15 @@ def linearised_waves(x: torch.Tensor, K: torch.Tensor, data: torch.Tensor, u: to
     if data.dim() == 1:
         return basis * (K * K).sum(1).repeat(2)
     a, c, kappa2, grad_a = data[:, 1:2], data[:, 2:3], data[:, 3:4], data[:, 4:]
-    diagonal, drift = a * (K * K).sum(1) + c + kappa2 * torch.cosh(u)[:, None], grad_a @ K.T
+    return _combined(basis, a * (K * K).sum(1) + c + kappa2 * torch.cosh(u)[:, None], grad_a @ K.T)
+
+
+def _combined(basis: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """[p cos + q sin, p sin - q cos] for basis = [cos(K x), sin(K x)] [n, 2M] and p, q [n, M]
+    (or broadcastable): the rows of a linear map that takes each wave to p times itself plus q
+    times its quarter-period shift (the linearised operator, a boundary condition)."""
     cos, sin = basis.chunk(2, dim=1)
-    return torch.cat([diagonal * cos + drift * sin, diagonal * sin - drift * cos], dim=1)
+    return torch.cat([p * cos + q * sin, p * sin - q * cos], dim=1)
 
 
 def boundary_rows(net: torch.nn.Module, x: torch.Tensor, K: torch.Tensor, g: torch.Tensor):
@@ -174,9 +180,7 @@ def boundary_rows(net: torch.nn.Module, x: torch.Tensor, K: torch.Tensor, g: tor
     u, grad = value_and_grad(net, x, create_graph=False)
     alpha, beta, n = g[:, 1:2], g[:, 2:3], g[:, 4:]
     e = alpha[:, 0] * u.detach() + beta[:, 0] * (grad.detach() * n).sum(1) - g[:, 0]
-    kn = n @ K.T
-    cos, sin = basis.chunk(2, dim=1)
-    return e, torch.cat([alpha * cos - beta * kn * sin, alpha * sin + beta * kn * cos], dim=1)
+    return e, _combined(basis, alpha, -beta * (n @ K.T))
 
 
 def least_squares_amplitudes(model: AdaptiveMscaleDNN, K: torch.Tensor, batch: tuple, beta: float,

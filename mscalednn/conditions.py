@@ -64,6 +64,3 @@ class Condition:
         """g = alpha u* + beta du*/dn from the exact solution's value and gradient at x."""
         alpha, beta = self.coefficients(x)
         return alpha * u + beta * (grad_u * n).sum(dim=1)
-
-
-DIRICHLET = Condition()

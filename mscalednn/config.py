@@ -21,7 +21,6 @@ expected form and the value received.
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
 import re
 import dataclasses
@@ -34,7 +33,7 @@ import torch
 import yaml
 
 from .errors import ConfigError, ExpressionError, MscaleError, short_repr
-from .expr import check_params, parse_expression
+from .expr import check_params, did_you_mean, parse_expression
 from .nn import MLP, AdaptiveMscaleDNN, MscaleDNN, count_parameters
 from .derivatives import value_and_grad
 from .geometry import Ball, Box, Difference, Geometry, Intersection, Shell, Union
@@ -413,7 +412,7 @@ class ProblemSpec:
         for name in self.boundary:
             if name not in parts:
                 raise ConfigError(join_path("boundary", str(name)), f"expected a part of the domain's boundary "
-                                  f"({', '.join(parts)}){_suggest(str(name), parts)}")
+                                  f"({', '.join(parts)}){did_you_mean(str(name), parts)}")
         missing = [name for name in parts if name not in self.boundary]
         if missing:
             raise ConfigError("boundary", f"expected a condition for every part of the boundary ({', '.join(parts)}); "
@@ -443,11 +442,6 @@ class ProblemSpec:
             raise ConfigError("exact", "expected an exact solution with neumann or robin conditions (the "
                               "finite-difference reference takes Dirichlet data only)")
         return tuple(out)
-
-
-def _suggest(name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 SHAPES = ("box", "ball", "shell")
@@ -578,21 +572,16 @@ def check_samples(problem: PoissonProblem) -> None:
             raise ConfigError("operator.a", f"expected a > 0 in the domain (found {float(a[i]):.4g} at x = "
                               f"{_where(x_many[i])})")
     if problem.has_exact:
-        _agree(problem, "f", sampler.interior(256), problem.source,
-               lambda y: PoissonProblem(**{**_fields(problem), "source": None}).f(y))
+        _agree(problem, "f", sampler.interior(256), problem.source, dataclasses.replace(problem, source=None).f)
         _agree(problem, "g", sampler.boundary(256), problem.boundary, problem.exact)
         x_bd = sampler.boundary(1024)
         part, names = problem.geometry.part_of(x_bd.numpy()), list(problem.geometry.parts)
         normal = torch.as_tensor(problem.geometry.boundary_normal(x_bd.numpy()))
-        for i, (name, condition) in enumerate((n, dict(problem.conditions)[n]) for n in names if problem.conditions):
+        for name, condition in problem.conditions:
             rows = torch.as_tensor(part == names.index(name))
             if condition.g is not None and bool(rows.any()):
                 _agree(problem, f"boundary.{name}.{condition.kind}", x_bd[rows], condition.g,
                        lambda y, rows=rows: condition.derived_g(y, normal[rows], *value_and_grad(problem.exact, y, False)))
-
-
-def _fields(problem: PoissonProblem) -> dict:
-    return {f.name: getattr(problem, f.name) for f in dataclasses.fields(problem)}
 
 
 def _where(x: torch.Tensor) -> str:

@@ -320,7 +320,7 @@ class _Compiler:
         if name in FUNCTIONS:
             raise ExpressionError(f"'{name}' is a function; call it like {name}(...)")
         known = list(NAMES) + sorted(set(self.consts) - set(NAMES))
-        hint = _did_you_mean(name, known + list(FUNCTIONS))
+        hint = did_you_mean(name, known + list(FUNCTIONS))
         raise ExpressionError(f"unknown name '{name}'{hint}; "
                               f"known names: {', '.join(NAMES)}, and params "
                               f"({', '.join(sorted(set(self.consts) - set(NAMES))) or 'none'})")
@@ -386,7 +386,7 @@ class _Compiler:
         if name.startswith("__"):
             raise ExpressionError(f"dunder names are not allowed ('{name}')")
         if name not in FUNCTIONS:
-            hint = _did_you_mean(name, list(FUNCTIONS))
+            hint = did_you_mean(name, list(FUNCTIONS))
             is_name = name in NAMES or name in self.consts
             head = f"'{name}' is not a function" if is_name else f"unknown function '{name}'"
             raise ExpressionError(f"{head}{hint}; known functions: {', '.join(FUNCTIONS)}")
@@ -504,6 +504,6 @@ class _Compiler:
         return _Node(lambda x: f(x)[:, j], jet=lambda x: jets.select(jv(x), j))
 
 
-def _did_you_mean(name: str, candidates: list[str]) -> str:
+def did_you_mean(name: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(name, candidates, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""

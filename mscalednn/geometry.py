@@ -197,13 +197,18 @@ def _nearest_normal(pieces, x: np.ndarray) -> np.ndarray:
     """At each point of x, the normal of the piece whose surface is nearest."""
     if len(pieces) == 1:
         return _piece_normal(pieces[0], x)
-    which = np.stack([_surface_distance(p.surface, x) for p in pieces], axis=1).argmin(axis=1)
+    which = _nearest_piece(pieces, x)
     out = np.empty_like(x)
     for i, p in enumerate(pieces):
         rows = which == i
         if rows.any():
             out[rows] = _piece_normal(p, x[rows])
     return out
+
+
+def _nearest_piece(pieces, x: np.ndarray) -> np.ndarray:
+    """At each point of x, the index of the piece whose surface is nearest."""
+    return np.stack([_surface_distance(p.surface, x) for p in pieces], axis=1).argmin(axis=1)
 
 
 def _piece_normal(piece: Piece, x: np.ndarray) -> np.ndarray:
@@ -296,7 +301,7 @@ class Geometry:
         names, pieces = list(self.parts), list(self.pieces())
         if len(names) == 1:
             return np.zeros(len(_rows(x)), dtype=int)
-        which = np.stack([_surface_distance(p.surface, _rows(x)) for _, p in pieces], axis=1).argmin(axis=1)
+        which = _nearest_piece([p for _, p in pieces], _rows(x))
         return np.array([names.index(name) for name, _ in pieces])[which]
 
 

@@ -82,14 +82,16 @@ class Operator:
         (f, a, c, kappa^2, grad a) [N, 4 + d]."""
         if self.is_laplace:
             return f
-        a, grad_a, c, kappa2 = self.coefficients(x.detach())
-        return torch.cat([torch.stack([f.detach(), a, c, kappa2], dim=1), grad_a], dim=1).detach()
+        return self._columns(x.detach(), f.detach()).detach()
+
+    def _columns(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """(f, a, c, kappa^2, grad a) at x [N, 4 + d]."""
+        a, grad_a, c, kappa2 = self.coefficients(x)
+        return torch.cat([torch.stack([f, a, c, kappa2], dim=1), grad_a], dim=1)
 
     def apply(self, x: torch.Tensor, u: torch.Tensor, grad_u: torch.Tensor | None, lap_u: torch.Tensor) -> torch.Tensor:
         """L u at x [N], from u, grad u (None allowed unless a varies) and Laplace u."""
-        a, grad_a, c, kappa2 = self.coefficients(x)
-        data = torch.cat([torch.stack([torch.zeros_like(u), a, c, kappa2], dim=1), grad_a], dim=1)
-        return self.residual(data, u, grad_u, lap_u)
+        return self.residual(self._columns(x, torch.zeros_like(u)), u, grad_u, lap_u)
 
     def residual(self, data: torch.Tensor, u: torch.Tensor, grad_u: torch.Tensor | None,
                  lap_u: torch.Tensor) -> torch.Tensor:

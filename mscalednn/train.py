@@ -226,11 +226,11 @@ def half_probes(probes: int) -> int:
     return max(1, probes // 2)
 
 
-def jacobian_rows(config: TrainConfig, dim: int, needs_grad: bool = False) -> int:
+def jacobian_rows(config: TrainConfig, problem: PoissonProblem) -> int:
     """Rows of the input Jacobian the interior loss carries per point: d, or the estimator's
     directions (two estimates of ``probes / 2``; the sampled axes at most d each)."""
-    operator = chosen_operator(config.derivatives, config.loss, dim, config.probes)
-    if operator not in RANDOM or needs_grad:
+    operator, dim = derivatives_of(config, problem), problem.dim
+    if operator not in RANDOM:
         return dim
     half = half_probes(config.probes)
     return 2 * (min(half, dim) if operator == "sampled" else half)
@@ -356,7 +356,7 @@ def _train(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig,
     interior_loss, bc_weight = _interior_loss(problem, model, config)
     compiled = compile_decision(config, device)[0]
     objective = Objective(model, compile_loss(interior_loss) if compiled else interior_loss, interior_loss,
-                          bc_weight, config.chunk or auto_chunk(model, jacobian_rows(config, problem.dim, problem.operator.needs_grad)),
+                          bc_weight, config.chunk or auto_chunk(model, jacobian_rows(config, problem)),
                           problem.volume if config.loss == "ritz" else None, world)
     schedule = phases_of(config)
     if any(name == "gauss_newton" for name, _ in schedule) and world.size > 1:
