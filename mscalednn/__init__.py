@@ -20,12 +20,12 @@ from .nn import MLP, MscaleDNN, count_parameters
 from .operator import Operator
 from .outputs import load_model
 from .problem import PoissonProblem
-from .reference import Reference, finite_difference
+from .reference import GridReference, Reference, finite_difference
 from .runtime import tune_allocator
 from .train import Checkpointing, SolveResult, seed_everything, solve
 
 __all__ = ["Ball", "Box", "Checkpointing", "ConfigError", "ExpressionError", "Geometry", "MLP", "ModelConfig",
-           "MscaleDNN", "MscaleError", "Operator", "PoissonProblem", "Reference", "RunConfig", "Shell", "SolveResult", "TrainConfig", "__version__",
+           "MscaleDNN", "MscaleError", "Operator", "GridReference", "PoissonProblem", "Reference", "RunConfig", "Shell", "SolveResult", "TrainConfig", "__version__",
            "count_parameters", "finite_difference", "forward_laplacian", "laplacian_operator", "load_model", "load_problem",
            "load_run_config", "parse_expression", "seed_everything", "solve", "tune_allocator",
            "value_grad_laplacian"]

@@ -32,6 +32,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,19 +46,94 @@ CELLS = {1: 4096, 2: 512, 3: 64}  # cells per axis of the fine grid
 NEWTON_TOL, NEWTON_MAX = 1e-12, 50
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Reference:
-    """A solution on the nodes of a regular grid over the box [lo, hi]: u [n_1 + 1, ..., n_d + 1].
+    """A computed solution to measure a network against: u and grad u at any point of the domain.
 
-    ``kind``: how it was computed; ``error``: its own estimated relative L2 error (None where
-    unknown); ``seconds``: the time it took."""
+    ``kind``: how it was computed (``finite-difference``, ``finite-element``, ``file``);
+    ``error``: its own estimated relative L2 error (None where unknown); ``seconds``: the time it
+    took. The forms: :class:`GridReference` (node values on a regular grid),
+    ``mscalednn.fem.MeshReference`` (a finite-element function on a mesh) and
+    :class:`PointReference` (values at given points). :meth:`save` and :meth:`load` keep any of
+    them in a run directory (``reference.npz``)."""
+
+    kind: str
+    error: float | None = None
+    seconds: float = 0.0
+    FORM: ClassVar[str] = ""
+
+    def values(self, x: torch.Tensor) -> torch.Tensor:
+        """u at points x [N, d] [N] (float64)."""
+        raise NotImplementedError
+
+    def gradient(self, x: torch.Tensor) -> torch.Tensor | None:
+        """grad u at points x [N, d] [N, d] (float64), or None where the reference has none."""
+        raise NotImplementedError
+
+    @property
+    def points(self) -> np.ndarray | None:
+        """The points the reference is known at exactly, where errors are best measured (None:
+        anywhere in the domain)."""
+        return None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays that define this form (saved by :meth:`save`)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], **common) -> "Reference":
+        raise NotImplementedError
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / FILE
+        np.savez(path, form=self.FORM, kind=self.kind, error=np.nan if self.error is None else self.error,
+                 seconds=self.seconds, **self.arrays())
+        return path
+
+    @staticmethod
+    def load(directory: str | Path) -> "Reference | None":
+        """The reference saved in ``directory``, or None if there is none."""
+        path = Path(directory) / FILE
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        form, error = str(arrays.pop("form")), float(arrays.pop("error"))
+        common = {"kind": str(arrays.pop("kind")), "error": None if math.isnan(error) else error,
+                  "seconds": float(arrays.pop("seconds"))}
+        if form not in FORMS and form == "mesh":
+            from . import fem  # noqa: F401  (registers the mesh form; needs scikit-fem)
+        return FORMS[form].from_arrays(arrays, **common)
+
+    def describe(self) -> str:
+        error = "" if self.error is None else f", estimated error {self.error:.1e}"
+        return f"{self.kind} reference{self.where()}{error}, {self.seconds:.1f} s"
+
+    def where(self) -> str:
+        return ""
+
+
+FORMS: dict[str, type[Reference]] = {}
+
+
+def register(cls: type[Reference]) -> type[Reference]:
+    """Class decorator: a form :meth:`Reference.load` can read back."""
+    FORMS[cls.FORM] = cls
+    return cls
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class GridReference(Reference):
+    """A solution on the nodes of a regular grid over the box [lo, hi]: u [n_1 + 1, ..., n_d + 1].
+    Values between the nodes by multilinear interpolation; gradients by central differences on
+    the grid, interpolated the same way."""
 
     lo: tuple[float, ...]
     hi: tuple[float, ...]
     u: np.ndarray
     kind: str = "finite-difference"
-    error: float | None = None
-    seconds: float = 0.0
+    FORM: ClassVar[str] = "grid"
 
     @property
     def dim(self) -> int:
@@ -68,36 +144,22 @@ class Reference:
         return tuple((b - a) / (n - 1) for a, b, n in zip(self.lo, self.hi, self.u.shape))
 
     def values(self, x: torch.Tensor) -> torch.Tensor:
-        """u at points x [N, d] (multilinear interpolation) [N]."""
         return _interpolate(torch.as_tensor(self.u), self.lo, self.spacing, x)
 
     def gradient(self, x: torch.Tensor) -> torch.Tensor:
-        """grad u at points x [N, d] (central differences on the grid, interpolated) [N, d]."""
         grids = np.gradient(self.u, *self.spacing, edge_order=2) if self.dim > 1 else \
             [np.gradient(self.u, self.spacing[0], edge_order=2)]
         return torch.stack([_interpolate(torch.as_tensor(g), self.lo, self.spacing, x) for g in grids], dim=1)
 
-    def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / FILE
-        np.savez(path, lo=np.array(self.lo), hi=np.array(self.hi), u=self.u, kind=self.kind,
-                 error=np.nan if self.error is None else self.error, seconds=self.seconds)
-        return path
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"lo": np.array(self.lo), "hi": np.array(self.hi), "u": self.u}
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Reference | None":
-        """The reference saved in ``directory``, or None if there is none."""
-        path = Path(directory) / FILE
-        if not path.is_file():
-            return None
-        with np.load(path, allow_pickle=False) as z:
-            error = float(z["error"])
-            return cls(tuple(z["lo"].tolist()), tuple(z["hi"].tolist()), z["u"], str(z["kind"]),
-                       None if math.isnan(error) else error, float(z["seconds"]))
+    def from_arrays(cls, arrays, **common) -> "GridReference":
+        return cls(lo=tuple(arrays["lo"].tolist()), hi=tuple(arrays["hi"].tolist()), u=arrays["u"], **common)
 
-    def describe(self) -> str:
-        grid = " x ".join(str(n - 1) for n in self.u.shape)
-        error = "" if self.error is None else f", estimated error {self.error:.1e}"
-        return f"{self.kind} reference on {grid} cells{error}, {self.seconds:.1f} s"
+    def where(self) -> str:
+        return " on " + " x ".join(str(n - 1) for n in self.u.shape) + " cells"
 
 
 def _interpolate(grid: torch.Tensor, lo, spacing, x: torch.Tensor) -> torch.Tensor:
@@ -197,7 +259,7 @@ def _linear_solve(J: sp.csc_matrix, b: np.ndarray, d: int) -> np.ndarray:
     return x
 
 
-def finite_difference(problem, cells: int | None = None, seed: int = 0) -> Reference:
+def finite_difference(problem, cells: int | None = None, seed: int = 0) -> GridReference:
     """The finite-difference reference of ``problem`` on ``cells`` cells per axis (default:
     :data:`CELLS` by dimension), with its error estimated from the solution on half as many."""
     if not problem.is_box or problem.dim > 3:
@@ -209,6 +271,6 @@ def finite_difference(problem, cells: int | None = None, seed: int = 0) -> Refer
     fine, coarse = solve_grid(problem, cells), solve_grid(problem, cells // 2)
     lo, hi = tuple(problem.lo), tuple(problem.hi)
     x = torch.as_tensor(np.random.default_rng(seed).uniform(lo, hi, size=(20000, problem.dim)))
-    u_fine, u_coarse = (Reference(lo, hi, grid).values(x) for grid in (fine, coarse))
+    u_fine, u_coarse = (GridReference(lo=lo, hi=hi, u=grid).values(x) for grid in (fine, coarse))
     error = float((u_coarse - u_fine).norm() / 3 / max(float(u_fine.norm()), 1e-300))
-    return Reference(lo, hi, fine, "finite-difference", error, time.perf_counter() - start)
+    return GridReference(lo=lo, hi=hi, u=fine, error=error, seconds=time.perf_counter() - start)

@@ -23,7 +23,7 @@ from mscalednn.geometry import Shell
 from mscalednn.nn import MLP
 from mscalednn.operator import Operator
 from mscalednn.problem import PoissonProblem
-from mscalednn.reference import Reference, finite_difference, solve_grid
+from mscalednn.reference import GridReference, Reference, finite_difference, solve_grid
 from mscalednn.train import _interior_loss, chosen_loss, solve
 
 U2 = "sin(pi*x[0])*cos(2*x[1]) + x[0]*x[1]"
@@ -184,7 +184,7 @@ def test_interpolation_is_exact_for_multilinear_functions(tmp_path):
     lo, hi = (-1.0, 0.0), (1.0, 2.0)
     nodes = [np.linspace(a, b, 9) for a, b in zip(lo, hi)]
     X, Y = np.meshgrid(*nodes, indexing="ij")
-    reference = Reference(lo, hi, 3 * X * Y - X + 2, error=1e-3, seconds=1.5)
+    reference = GridReference(lo=lo, hi=hi, u=3 * X * Y - X + 2, error=1e-3, seconds=1.5)
     x = torch.rand(100, 2, dtype=torch.float64) * torch.tensor([2.0, 2.0]) + torch.tensor([-1.0, 0.0])
     torch.testing.assert_close(reference.values(x), 3 * x[:, 0] * x[:, 1] - x[:, 0] + 2, rtol=0, atol=1e-12)
     torch.testing.assert_close(reference.gradient(x), torch.stack([3 * x[:, 1] - 1, 3 * x[:, 0]], 1), rtol=0, atol=1e-12)
