@@ -207,12 +207,12 @@ def _with_reference(problem, out: Path, world):
     run directory (a resumed run), else computed now (rank 0) and kept there."""
     if problem.has_solution:
         return problem
-    from .reference import Reference, finite_difference
+    from .reference import Reference, compute
     reference = Reference.load(out)
     if reference is None and world.is_main:
-        print(f"mscale: {problem.name} has no exact solution: computing a finite-difference reference",
-              file=sys.stderr)
-        reference = finite_difference(problem)
+        method = "finite-difference" if problem.is_box else "finite-element"
+        print(f"mscale: {problem.name} has no exact solution: computing a {method} reference", file=sys.stderr)
+        reference = compute(problem)
         reference.save(out)
     world.barrier()
     reference = reference or Reference.load(out)
@@ -275,7 +275,7 @@ def _write_results(out: Path, result, problem, run, params: int, signum: int) ->
 def _errors_line(m: dict) -> str:
     """'rel L2 1.2e-03, rel max ..., rel H1 ...'; 'abs' for an error whose reference is zero."""
     parts = [f"{'abs' if k in m.get('absolute_errors', ()) else 'rel'} {name} {m[k]:.3e}"
-             for k, name in (("rel_l2", "L2"), ("rel_max", "max"), ("rel_h1", "H1"))]
+             for k, name in (("rel_l2", "L2"), ("rel_max", "max"), ("rel_h1", "H1")) if m.get(k) is not None]
     note = " (abs: absolute errors, the exact values there are 0)" if m.get("absolute_errors") else ""
     return ", ".join(parts) + note
 

@@ -143,10 +143,10 @@ def summarize(contenders: list[Contender], records: list[dict], primary: str) ->
         entry = {"model": c.name, "config": c.source, "kind": c.run.model.kind, "params": runs[0]["params"],
                  "seeds": [r["seed"] for r in runs], "completed": len(done)}
         for key in ERRORS:
-            values = [r[key] for r in done]
+            values = [r[key] for r in done if r.get(key) is not None]
             entry[f"{key}_mean"] = float(np.mean(values)) if values else None
             entry[f"{key}_std"] = _spread(values)
-            entry[f"{key}_per_seed"] = [r[key] for r in runs]
+            entry[f"{key}_per_seed"] = [r.get(key) for r in runs]
         for key in ("wall_time_s", "train_time_s", "steps_per_s", "steps"):
             entry[f"{key}_mean"] = float(np.mean([r[key] for r in done or runs]))
         for name, info in runs[0]["frequency"]["measurements"].items():
@@ -209,7 +209,9 @@ def report_markdown(problem: PoissonProblem, entries: list[dict], sentence: str,
                     figures: list[str]) -> str:
     """summary.md: the table, the frequency steps, the verdict and the figures."""
     def pm(e, key):
-        return "diverged" if e[f"{key}_mean"] is None else f"{e[f'{key}_mean']:.2e} ± {e[f'{key}_std']:.1e}"
+        if e[f"{key}_mean"] is None:
+            return "diverged" if key == "rel_l2" or e["rel_l2_mean"] is None else "-"
+        return f"{e[f'{key}_mean']:.2e} ± {e[f'{key}_std']:.1e}"
 
     lines = [f"# mscale compare: {problem.name} (d = {problem.dim})", "", f"Budget: {budget}. " + sentence, "",
              "| model | params | rel L2 | rel max | rel H1 | train s | wall s | steps/s | steps | seeds done |",

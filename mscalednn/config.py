@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import yaml
 
-from .errors import ConfigError, ExpressionError, MscaleError, short_repr
+from .errors import ConfigError, ExpressionError, MscaleError, ProblemError, short_repr
 from .expr import check_params, did_you_mean, parse_expression
 from .nn import MLP, AdaptiveMscaleDNN, MscaleDNN, count_parameters
 from .derivatives import value_and_grad
@@ -40,6 +40,7 @@ from .geometry import Ball, Box, Difference, Geometry, Intersection, Shell, Unio
 from .conditions import KINDS, Condition
 from .operator import Operator
 from .problem import PoissonProblem, check_finite
+from .reference import read_points
 from .sampling import Sampler, test_points
 from .validate import (Length, Range, Seed, join_path, build_dataclass, check_keys, check_kwargs, check_value,
                        parameters_of)
@@ -362,6 +363,7 @@ class ProblemSpec:
     f: str | float | None = None
     g: str | float | None = None
     boundary: dict[str, Any] | None = None
+    reference: Any = None
 
     def expression(self, text: str | float | None, path: str):
         if text is None:
@@ -382,7 +384,8 @@ class ProblemSpec:
             missing = " and ".join(k for k in ("f", "g") if getattr(self, k) is None)
             raise ConfigError("exact", "expected an exact solution, or the source f and the boundary data g "
                               f"(then the errors are measured against a reference solution); {missing} missing")
-        if self.exact is None and not (isinstance(domain, Box) and self.dim <= 3):
+        reference = self.reference_points(domain)
+        if self.exact is None and reference is None and not (isinstance(domain, Box) and self.dim <= 3):
             raise ConfigError("exact", "expected an exact solution: without one the errors are measured against a "
                               "finite-difference reference, which needs a box in 1, 2 or 3 dimensions (this domain: "
                               f"{type(domain).__name__.lower()} in {self.dim} dimensions)")
@@ -397,9 +400,29 @@ class ProblemSpec:
         parts = {"operator": op, "source": self.expression(self.f, "f"), "boundary": self.expression(self.g, "g"),
                  "conditions": conditions}
         try:
-            return PoissonProblem.on(domain, u, self.name, self.description, **parts)
+            return PoissonProblem.on(domain, u, self.name, self.description, **parts, reference=reference)
         except ValueError as exc:
             raise ConfigError("domain", str(exc)) from None
+
+    def reference_points(self, domain: Geometry):
+        """The ``reference:`` section: a user's solution at points, ``FILE.npz`` or ``{file: FILE.npz,
+        error: E}`` (E: its own estimated relative L2 error, where known); None without one."""
+        if self.reference is None:
+            return None
+        given = {"file": self.reference} if isinstance(self.reference, str) else self.reference
+        given = check_keys(given, ["file", "error"], "reference", required=["file"])
+        if self.exact is not None:
+            raise ConfigError("reference", "expected exact or a reference file, not both (the errors are measured "
+                              "against one of them)", given["file"])
+        if not isinstance(given["file"], str):
+            raise ConfigError("reference.file", "expected the path of a .npz file", given["file"])
+        error = given.get("error")
+        if error is not None and not (isinstance(error, (int, float)) and not isinstance(error, bool) and error >= 0):
+            raise ConfigError("reference.error", "expected a number >= 0 (the reference's relative L2 error)", error)
+        try:
+            return read_points(given["file"], domain, None if error is None else float(error))
+        except ProblemError as exc:
+            raise ConfigError("reference", str(exc)) from None
 
 
     def conditions(self, domain: Geometry, op: Operator) -> tuple[tuple[str, Condition], ...]:
@@ -438,9 +461,6 @@ class ProblemSpec:
         if all(c.kind == "neumann" for _, c in out) and op.c is None and op.kappa is None:
             raise ConfigError("boundary", "expected a dirichlet or robin part: with neumann conditions alone and no c or "
                               "kappa, u is fixed only up to a constant")
-        if self.exact is None and any(c.kind != "dirichlet" for _, c in out):
-            raise ConfigError("exact", "expected an exact solution with neumann or robin conditions (the "
-                              "finite-difference reference takes Dirichlet data only)")
         return tuple(out)
 
 
@@ -526,7 +546,14 @@ def _empty(domain: Geometry) -> bool:
 
 def load_problem(path: str | Path) -> tuple[PoissonProblem, dict]:
     """The problem stated in a YAML file, and the file's validated content (for the record)."""
-    return problem_from_dict(read_yaml(path), str(path))
+    data = read_yaml(path)
+    if isinstance(data, dict) and data.get("reference") is not None:  # a file named relative to the problem file
+        given = data["reference"]
+        name = given if isinstance(given, str) else given.get("file") if isinstance(given, dict) else None
+        if isinstance(name, str) and not Path(name).is_absolute():
+            resolved = str(Path(path).resolve().parent / name)
+            data = {**data, "reference": resolved if isinstance(given, str) else {**given, "file": resolved}}
+    return problem_from_dict(data, str(path))
 
 
 def problem_from_dict(data: dict, source: str) -> tuple[PoissonProblem, dict]:

@@ -192,6 +192,8 @@ def directions_for(problem: PoissonProblem, kind: str, x: np.ndarray, max_axes: 
     from the problem's data alone, labelled w1, w2, ... (none found: the axes)."""
     if kind == "axes":
         return [(f"x{i + 1}", np.eye(problem.dim)[i]) for i in range(min(problem.dim, max_axes))]
+    if kind == "principal" and not problem.has_gradient:
+        return directions_for(problem, "axes", x, max_axes)
     if kind == "principal":
         grad = problem.grad_u(torch.as_tensor(x[:4096], dtype=torch.float64)).numpy()
         return [("p", principal_direction(grad))]

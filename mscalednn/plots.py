@@ -26,7 +26,7 @@ def plot_history(history: list[dict], path: Path, absolute: Sequence[str] = ()) 
     for key in ("loss_interior", "loss_boundary"):
         ax1.plot([r["step"] for r in logged], np.abs([r[key] for r in logged]), label=f"|{key}|", lw=1)
     ax1.set(xscale="log", yscale="log", xlabel="step", title="loss terms")
-    for key in ("rel_l2", "rel_max", "rel_h1"):
+    for key in [k for k in ("rel_l2", "rel_max", "rel_h1") if evaluated and k in evaluated[0]]:
         label = key.replace("rel_", "abs_") if key in absolute else key
         ax2.plot([r["step"] for r in evaluated], [r[key] for r in evaluated], "o-", ms=3, label=label)
     ax2.set(xscale="log", yscale="log", xlabel="step", title="error against the exact solution")

@@ -150,6 +150,11 @@ class PoissonProblem:
         """|boundary of Omega| (for d = 1: the two end points count 1 each)."""
         return self.geometry.boundary_area.value
 
+    @property
+    def has_gradient(self) -> bool:
+        """Whether grad u* is known: an exact solution, or a reference with gradients."""
+        return self.exact is not None or (self.reference is not None and self.reference.has_gradient)
+
     def u(self, x: torch.Tensor) -> torch.Tensor:
         """u*(x) [N]: the exact solution, or the reference's values."""
         if self.exact is None:
@@ -205,7 +210,10 @@ class PoissonProblem:
     def grad_u(self, x: torch.Tensor) -> torch.Tensor:
         """grad u*(x) [N, d], exact (or the reference's)."""
         if self.exact is None:
-            return self._reference().gradient(x).to(x.dtype)
+            grad = self._reference().gradient(x)
+            if grad is None:
+                raise ProblemError(f"{self.name}: the reference has no gradients (a file without grad_u)")
+            return grad.to(x.dtype)
         if isinstance(self.exact, Expression):
             return self.exact.value_grad_laplacian(x)[1]
         return value_and_grad(self.exact, x, create_graph=False)[1].detach()

@@ -49,7 +49,7 @@ from .errors import ConfigError
 from .metrics import EvalSet, evaluate
 from .optimizers import Objective, backward_in_chunks, make_phase  # noqa: F401 (backward_in_chunks: public here)
 from .problem import PoissonProblem, check_finite
-from .reference import finite_difference
+from . import reference
 from .progress import BudgetBar, budget_fraction
 from .runtime import tf32
 from .sampling import SCALING, Sampler
@@ -333,7 +333,7 @@ def solve(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig =
                       "jump of a du/dn across its interface and converges to another solution; use train.loss=ritz",
                       stacklevel=2)
     if not problem.has_solution:  # errors against a computed solution (the CLI keeps it in the run directory)
-        problem = problem.with_reference(finite_difference(problem))
+        problem = problem.with_reference(reference.compute(problem))
     with tf32(config.tf32):
         return _train(problem, model, config, hooks, checkpoint, resume, stop)
 
@@ -352,7 +352,7 @@ def _train(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig,
     if config.scale_output and resume is None and hasattr(model, "set_output_scaling"):
         model.set_output_scaling(*output_scaling(problem, config.seed))
     check_finite(problem, **{"the exact solution u*": (test.x, torch.as_tensor(test.u)),
-                             "grad u*": (test.x, torch.as_tensor(test.grad_u))})
+                             **({} if test.grad_u is None else {"grad u*": (test.x, torch.as_tensor(test.grad_u))})})
     interior_loss, bc_weight = _interior_loss(problem, model, config)
     compiled = compile_decision(config, device)[0]
     objective = Objective(model, compile_loss(interior_loss) if compiled else interior_loss, interior_loss,

@@ -23,7 +23,8 @@ from mscalednn.geometry import Shell
 from mscalednn.nn import MLP
 from mscalednn.operator import Operator
 from mscalednn.problem import PoissonProblem
-from mscalednn.reference import GridReference, Reference, finite_difference, solve_grid
+from mscalednn.metrics import predict
+from mscalednn.reference import GridReference, PointReference, Reference, finite_difference, solve_grid
 from mscalednn.train import _interior_loss, chosen_loss, solve
 
 U2 = "sin(pi*x[0])*cos(2*x[1]) + x[0]*x[1]"
@@ -164,6 +165,26 @@ def test_finite_differences_converge_at_second_order(dim, kappa):
         errors.append(float(np.abs(grid.ravel() - u(torch.as_tensor(nodes)).numpy()).max()))
     rate = -np.polyfit(np.log(cells), np.log(errors), 1)[0]
     assert abs(rate - 2) < 0.2, (errors, rate)
+
+
+@pytest.mark.parametrize("dim,kind", [(1, "robin"), (2, "robin"), (2, "neumann"), (3, "robin")])
+def test_finite_differences_with_neumann_and_robin_faces_converge_at_second_order(dim, kind):
+    """Robin (alpha = 1 + x_0) or Neumann (with c > 0) data on every face of the box, g derived
+    from u* with each face's own normal (the corners too): the nodal error falls at rate 2."""
+    text = {1: "cos(3*x[0]) + x[0]**2", 2: U2, 3: "sin(pi*x[0])*cos(x[1])*exp(x[2])"}[dim]
+    e = lambda t: parse_expression(t, dim)  # noqa: E731
+    u = e(text)
+    op = Operator(a=e("2 + x[0]*x[dim-1]".replace("dim-1", str(dim - 1))), c=e("1 + x[0]"), kappa=None)
+    condition = Condition("robin", None, e("1 + x[0]")) if kind == "robin" else Condition("neumann")
+    problem = PoissonProblem(u, (0.0,) * dim, (1.0,) * dim, operator=op, conditions=(("boundary", condition),))
+    cells = [8, 16, 32] if dim == 3 else [16, 32, 64, 128]
+    errors = []
+    for n in cells:
+        grid = solve_grid(problem, n)
+        nodes = np.stack([m.ravel() for m in np.meshgrid(*[np.linspace(0, 1, n + 1)] * dim, indexing="ij")], axis=1)
+        errors.append(float(np.abs(grid.ravel() - u(torch.as_tensor(nodes)).numpy()).max()))
+    rate = -np.polyfit(np.log(cells), np.log(errors), 1)[0]
+    assert abs(rate - 2) < 0.25, (errors, rate)
 
 
 def test_the_reference_estimates_its_own_error():
@@ -334,3 +355,76 @@ def test_a_problem_with_neumann_and_robin_parts_trains(tmp_path):
                                                                      n_interior=256, n_boundary=128))
         assert result.history[1]["rel_l2"] > 10 * result.metrics["rel_l2"], loss
         assert result.metrics["rel_l2"] < 0.1, (loss, result.metrics["rel_l2"])
+
+
+ANNULUS = "name: ring\ndim: 2\ndomain: {shell: {center: 0, inner: 0.4, outer: 1}}\nf: 'exp(x[0])'\ng: 0\n"
+
+
+def _ring_reference(path: Path, n: int = 3000, gradients: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A file of 'reference' values: a known function (not the PDE's solution: the test checks
+    what the errors are measured against, not the solve) at n points of the annulus."""
+    x = Shell((0.0, 0.0), 0.4, 1.0).sample_interior(n, np.random.default_rng(8))
+    u = np.sin(x[:, 0]) + x[:, 1] ** 2
+    arrays = {"x": x, "u": u}
+    if gradients:
+        arrays["grad_u"] = np.stack([np.cos(x[:, 0]), 2 * x[:, 1]], axis=1)
+    np.savez(path, **arrays)
+    return x, u
+
+
+@pytest.mark.parametrize("gradients", [True, False])
+def test_a_reference_file_is_what_the_errors_are_measured_against(tmp_path, gradients):
+    """reference: FILE.npz (relative to the problem file) on a domain no grid covers: the errors in
+    metrics.json are the network's errors at the file's own points against its values, computed
+    here again from the saved model; without grad_u there is no H1 error (null), and the run says
+    so instead of failing."""
+    x, u = _ring_reference(tmp_path / "sol.npz", gradients=gradients)
+    path = tmp_path / "ring.yaml"
+    path.write_text(ANNULUS + "reference: {file: sol.npz, error: 1e-5}\n")
+    problem, _ = load_problem(path)
+    assert isinstance(problem.reference, PointReference) and problem.reference_kind == "file"
+    out = tmp_path / "run"
+    rc = main(["solve", str(path), "--out", str(out), "--model", str(Path(__file__).parents[1] / "configs/vanilla.yaml"),
+               "--set", "train.steps=20", "--set", "train.progress=false", "--set", "train.n_test=5000"])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["reference"] == "file" and m["reference_error"] == 1e-5
+    from mscalednn import load_model
+    model = load_model(out / "model.pt").double()
+    err = predict(model, x) - u
+    assert m["rel_l2"] == pytest.approx(float(np.linalg.norm(err) / np.linalg.norm(u)), rel=1e-5)
+    assert m["rel_max"] == pytest.approx(float(np.abs(err).max() / np.abs(u).max()), rel=1e-5)
+    assert (m["rel_h1"] is not None) == gradients
+
+
+def test_a_reference_file_interpolates_between_its_points(tmp_path):
+    """Away from its points (the plots) a file's values come from linear interpolation: a linear
+    function comes back exactly inside the points' hull, a smooth one to O(h^2)."""
+    x = np.random.default_rng(2).random((4000, 2))
+    ref = PointReference(x=x, u=2 * x[:, 0] - x[:, 1] + 1, grad=np.tile([2.0, -1.0], (4000, 1)))
+    y = torch.as_tensor(np.random.default_rng(3).uniform(0.2, 0.8, (500, 2)))
+    torch.testing.assert_close(ref.values(y), 2 * y[:, 0] - y[:, 1] + 1, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ref.gradient(y), torch.tensor([[2.0, -1.0]], dtype=torch.float64).expand(500, 2))
+    smooth = PointReference(x=x, u=np.sin(3 * x[:, 0]) * x[:, 1])
+    assert float((smooth.values(y) - torch.sin(3 * y[:, 0]) * y[:, 1]).abs().max()) < 5e-3
+    assert smooth.gradient(y) is None and not smooth.has_gradient
+    ref.save(tmp_path)
+    back = Reference.load(tmp_path)
+    assert isinstance(back, PointReference) and np.array_equal(back.x, x) and np.array_equal(back.grad, ref.grad)
+
+
+@pytest.mark.parametrize("arrays,message", [
+    ({"x": np.zeros((5, 2))}, r"u missing"),
+    ({"x": np.zeros((5, 3)), "u": np.zeros(5)}, r"expected x \[M, 2\], u \[M\]"),
+    ({"x": np.full((5, 2), 0.7), "u": np.zeros(4)}, r"u \[4\]"),
+    ({"x": np.full((5, 2), 0.7), "u": np.array([0, 1, np.nan, 0, 0])}, r"u is not finite at 1 points"),
+    ({"x": np.array([[0.7, 0.0], [0.1, 0.1], [0.0, 0.8]]), "u": np.zeros(3)}, r"1 of 3 points lie outside the domain, "
+                                                                             r"e.g. x = \(0.1, 0.1\)"),
+])
+def test_a_bad_reference_file_is_one_line(tmp_path, arrays, message):
+    np.savez(tmp_path / "sol.npz", **arrays)
+    path = tmp_path / "ring.yaml"
+    path.write_text(ANNULUS + "reference: sol.npz\n")
+    with pytest.raises(ConfigError, match=message) as info:
+        load_problem(path)
+    assert "\n" not in str(info.value)
