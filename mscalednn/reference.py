@@ -242,7 +242,7 @@ def read_points(path: str | Path, geometry, error: float | None = None) -> Point
     wrong shapes, values that are not finite, or points outside the domain."""
     path = Path(path)
     if not path.is_file():
-        raise ProblemError(f"reference file {path} not found")
+        raise ProblemError(f"expected a .npz file of points and values (x, u, optionally grad_u); {path} not found")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: np.asarray(z[k], dtype=np.float64) for k in z.files}
