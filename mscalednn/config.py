@@ -491,12 +491,27 @@ def _domain(value: Any, dim: int, path: str = "domain") -> Geometry:
             return out
         return _shape(kind, spec, dim, join_path(path, kind))
     if isinstance(value, dict):
-        value = check_keys(value, ["lo", "hi", "name"], path, required=["lo", "hi"])
+        value = check_keys(value, ["lo", "hi", "name", "faces"], path, required=["lo", "hi"])
         return _shape("box", value, dim, path)
     a, b = check_value(value, tuple[float, float], path)
     if a >= b:
         raise ConfigError(path, "expected lo < hi on every axis", {"lo": [a] * dim, "hi": [b] * dim})
     return Box((a,) * dim, (b,) * dim)
+
+
+def _faces(value: Any, dim: int, path: str) -> tuple[tuple[int, str], ...]:
+    """A box's named faces: ``{x0_lo: inlet, x1_hi: top, ...}`` (face x_k = lo_k or hi_k, k from 0
+    as in the expressions' x[k]) -> ((2k or 2k + 1, name), ...)."""
+    if not isinstance(value, dict):
+        raise ConfigError(path, "expected a mapping from faces (x0_lo, x0_hi, x1_lo, ...) to part names", value)
+    out = []
+    for key, name in value.items():
+        match = re.fullmatch(r"x(\d+)_(lo|hi)", str(key))
+        if not match or int(match[1]) >= dim:
+            raise ConfigError(join_path(path, str(key)[:40]), f"expected a face x<k>_lo or x<k>_hi with k from 0 to "
+                              f"{dim - 1} (the face x[k] = lo or hi)")
+        out.append((2 * int(match[1]) + (match[2] == "hi"), check_value(name, str, join_path(path, str(key)))))
+    return tuple(out)
 
 
 def _point(value: Any, dim: int, path: str) -> tuple[float, ...]:
@@ -512,11 +527,12 @@ def _point(value: Any, dim: int, path: str) -> tuple[float, ...]:
 def _shape(kind: str, spec: Any, dim: int, path: str) -> Geometry:
     positive = Annotated[float, Range(0.0, lo_open=True)]
     if kind == "box":
-        spec = check_keys(spec, ["lo", "hi", "name"], path, required=["lo", "hi"])
+        spec = check_keys(spec, ["lo", "hi", "name", "faces"], path, required=["lo", "hi"])
         lo, hi = (_point(spec[k], dim, join_path(path, k)) for k in ("lo", "hi"))
         if any(x >= y for x, y in zip(lo, hi)):
             raise ConfigError(path, "expected lo < hi on every axis", {"lo": list(lo), "hi": list(hi)})
-        return Box(lo, hi, check_value(spec.get("name", "boundary"), str, join_path(path, "name")))
+        return Box(lo, hi, check_value(spec.get("name", "boundary"), str, join_path(path, "name")),
+                   _faces(spec.get("faces") or {}, dim, join_path(path, "faces")))
     if kind == "ball":
         spec = check_keys(spec, ["center", "radius", "name"], path, required=["center", "radius"])
         return Ball(_point(spec["center"], dim, join_path(path, "center")),

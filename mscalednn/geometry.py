@@ -119,28 +119,41 @@ class Sphere:
 
 @dataclass(frozen=True)
 class BoxFaces:
-    """The 2d faces of the box [lo, hi] (outward normals), chosen in proportion to their areas."""
+    """Faces of the box [lo, hi] (outward normals), chosen in proportion to their areas: all 2d,
+    or those listed in ``faces`` (face 2k is x_k = lo_k, face 2k + 1 is x_k = hi_k)."""
 
     lo: tuple[float, ...]
     hi: tuple[float, ...]
+    faces: tuple[int, ...] | None = None
+
+    def _areas(self) -> np.ndarray:
+        """The area of each of the 2d faces (lo_0, hi_0, lo_1, ...), 0 for a face not in this set."""
+        areas = np.repeat(box_face_areas(self.lo, self.hi), 2)
+        if self.faces is not None:
+            areas[[i for i in range(len(areas)) if i not in self.faces]] = 0.0
+        return areas
 
     @property
     def area(self) -> float:
-        return 2.0 * sum(box_face_areas(self.lo, self.hi))
+        return float(self._areas().sum())
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         lo, hi = np.asarray(self.lo), np.asarray(self.hi)
-        areas = np.repeat(box_face_areas(self.lo, self.hi), 2)
+        areas = self._areas()
         return lo + unit_box_boundary(rng.random((n, len(lo))), np.cumsum(areas) / areas.sum()) * (hi - lo)
+
+    def gaps(self, x: np.ndarray) -> np.ndarray:
+        """The distance of each point to the plane of each face [n, 2d] (faces lo_0, hi_0, lo_1, ...;
+        infinite for a face not in this set)."""
+        lo, hi = np.asarray(self.lo), np.asarray(self.hi)
+        gap = np.stack([np.abs(x - lo), np.abs(x - hi)], axis=2).reshape(len(x), -1)
+        return np.where(self._areas() > 0, gap, np.inf) if self.faces is not None else gap
 
     def normal(self, x: np.ndarray) -> np.ndarray:
         """+-e_k for the face the point is nearest to."""
-        lo, hi = np.asarray(self.lo), np.asarray(self.hi)
-        gap = np.concatenate([np.abs(x - lo), np.abs(x - hi)], axis=1)  # [n, 2d]: lo faces then hi faces
-        which = gap.argmin(axis=1)
-        d = x.shape[1]
+        which = self.gaps(x).argmin(axis=1)
         n = np.zeros_like(x)
-        n[np.arange(len(x)), which % d] = np.where(which >= d, 1.0, -1.0)
+        n[np.arange(len(x)), which // 2] = np.where(which % 2 == 1, 1.0, -1.0)
         return n
 
 
@@ -219,8 +232,7 @@ def _piece_normal(piece: Piece, x: np.ndarray) -> np.ndarray:
 def _surface_distance(surface, x: np.ndarray) -> np.ndarray:
     if isinstance(surface, Sphere):
         return np.abs(np.linalg.norm(x - np.asarray(surface.center), axis=1) - surface.radius)
-    lo, hi = np.asarray(surface.lo), np.asarray(surface.hi)
-    return np.minimum(np.abs(x - lo), np.abs(x - hi)).min(axis=1)
+    return surface.gaps(x).min(axis=1)
 
 
 def _rejection(draw: Callable[[int], np.ndarray], keep: Callable[[np.ndarray], np.ndarray], n: int,
@@ -307,11 +319,13 @@ class Geometry:
 
 @dataclass(frozen=True)
 class Box(Geometry):
-    """The box [lo, hi]; its boundary is one part, ``name``."""
+    """The box [lo, hi]; its boundary is one part, ``name``, except the faces named in ``faces``:
+    pairs (face, part name), face 2k being x_k = lo_k and 2k + 1 being x_k = hi_k."""
 
     lo: tuple[float, ...]
     hi: tuple[float, ...]
     name: str = "boundary"
+    faces: tuple[tuple[int, str], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "lo", tuple(float(v) for v in self.lo))
@@ -345,7 +359,13 @@ class Box(Geometry):
         return Measure(math.prod(b - a for a, b in zip(self.lo, self.hi)))
 
     def pieces(self):
-        return [(self.name, Piece(BoxFaces(self.lo, self.hi)))]
+        if not self.faces:
+            return [(self.name, Piece(BoxFaces(self.lo, self.hi)))]
+        named = dict(self.faces)
+        names = ([self.name] if len(named) < 2 * self.dim else []) + list(dict.fromkeys(named.values()))
+        return [(name, Piece(BoxFaces(self.lo, self.hi, tuple(i for i in range(2 * self.dim)
+                                                              if named.get(i, self.name) == name))))
+                for name in names]
 
 
 class _Round(Geometry):

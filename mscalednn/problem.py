@@ -90,7 +90,7 @@ class PoissonProblem:
            **parts) -> "PoissonProblem":
         """The problem on ``domain`` (a box stays the plain box problem); ``parts``: operator,
         source, boundary, conditions."""
-        if isinstance(domain, Box):
+        if isinstance(domain, Box) and not domain.faces:
             return cls(exact, domain.lo, domain.hi, name, description, **parts)
         return cls(exact, tuple(domain.lo), tuple(domain.hi), name, description, domain, **parts)
 
@@ -116,7 +116,7 @@ class PoissonProblem:
     def is_box(self) -> bool:
         """Whether Omega is the box [lo, hi] (grid spectra, Sobol points and the wave finder's
         box sampling need one)."""
-        return self.domain is None
+        return self.domain is None or isinstance(self.domain, Box)
 
     @property
     def geometry(self) -> Geometry:

@@ -100,6 +100,8 @@ def test_volumes_and_areas_match_closed_forms():
     ("union", Ball((0, 0), 1.0) | Ball((1, 0), 1.0)),
     ("intersection", Ball((0, 0), 1.0) & Box((0, -2), (2, 2))),
     ("ball minus ball in 10D", Ball((0.0,) * 10, 1.0) - Ball((0.3,) + (0.0,) * 9, 0.4, name="hole")),
+    ("box with named faces", Box((0, 0, 0), (2, 1, 1), faces=((0, "inlet"), (1, "outlet"), (5, "outlet")))),
+    ("box with named faces minus a ball", Box((0, 0), (2, 1), faces=((3, "top"),)) - Ball((1, 0.5), 0.2, name="hole")),
 ])
 def test_normals_are_unit_and_outward(name, domain):
     x = domain.sample_boundary(4000, rng(4))
@@ -112,6 +114,26 @@ def test_normals_are_unit_and_outward(name, domain):
     for part in domain.parts.values():  # each part's normal is the domain's
         y = part.sample(500, rng(5))
         assert np.allclose(part.normal(y), domain.boundary_normal(y))
+
+
+def test_a_box_with_named_faces():
+    """faces: (2k, name) names x_k = lo_k, (2k + 1, name) x_k = hi_k; the other faces keep the
+    box's name. Each part's points lie on its own faces, in proportion to their areas; part_of
+    finds them; areas are exact; naming every face leaves no part for the box's own name."""
+    box = Box((0, 0, 0), (2, 1, 3), name="walls", faces=((0, "inlet"), (1, "outlet"), (5, "outlet")))
+    assert list(box.parts) == ["walls", "inlet", "outlet"]
+    assert box.parts["inlet"].area.value == 3.0 and box.parts["outlet"].area.value == 3.0 + 2.0
+    assert box.parts["walls"].area.value == 2 * (1 * 3 + 2 * 3 + 2 * 1) - 8.0 and box.parts["walls"].area.exact
+    for name, part in box.parts.items():
+        x = part.sample(6000, rng(9))
+        assert (box.part_of(x) == list(box.parts).index(name)).all(), name
+        if name == "outlet":  # x0 = 2 (area 3) and x2 = 3 (area 2)
+            assert np.isclose(x[:, 0], 2.0).mean() == pytest.approx(0.6, abs=0.02)
+            assert (np.isclose(x[:, 0], 2.0) | np.isclose(x[:, 2], 3.0)).all()
+    x = box.sample_boundary(20000, rng(10))
+    assert (box.part_of(x) == 1).mean() == pytest.approx(3 / 22, abs=0.01)
+    every = Box((0, 0), (1, 1), faces=tuple((i, "left" if i == 0 else "rest") for i in range(4)))
+    assert list(every.parts) == ["left", "rest"] and every.parts["rest"].area.value == 3.0
 
 
 def test_boundary_is_sampled_by_surface_measure_across_parts():

@@ -19,7 +19,7 @@ from mscalednn.derivatives import value_and_grad, value_grad_laplacian
 from mscalednn.distributed import SINGLE
 from mscalednn.errors import ConfigError
 from mscalednn.expr import parse_expression
-from mscalednn.geometry import Shell
+from mscalednn.geometry import Box, Shell
 from mscalednn.nn import MLP
 from mscalednn.operator import Operator
 from mscalednn.problem import PoissonProblem
@@ -182,6 +182,27 @@ def test_finite_differences_with_neumann_and_robin_faces_converge_at_second_orde
     for n in cells:
         grid = solve_grid(problem, n)
         nodes = np.stack([m.ravel() for m in np.meshgrid(*[np.linspace(0, 1, n + 1)] * dim, indexing="ij")], axis=1)
+        errors.append(float(np.abs(grid.ravel() - u(torch.as_tensor(nodes)).numpy()).max()))
+    rate = -np.polyfit(np.log(cells), np.log(errors), 1)[0]
+    assert abs(rate - 2) < 0.25, (errors, rate)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_finite_differences_on_a_box_with_dirichlet_neumann_and_robin_faces(dim):
+    """Named faces with different conditions (the box's other faces Dirichlet): rate 2 at the
+    nodes, the corners between a Dirichlet and a Neumann face included."""
+    e = lambda t: parse_expression(t, dim)  # noqa: E731
+    u = e(U2 if dim == 2 else "sin(pi*x[0])*cos(x[1])*exp(x[2])")
+    hi = (2.0, 1.0) if dim == 2 else (1.0, 1.0, 1.0)
+    box = Box((0.0,) * dim, hi, name="walls", faces=((0, "inlet"), (1, "outlet"), (3, "outlet")))
+    conditions = (("walls", Condition()), ("inlet", Condition("neumann")), ("outlet", Condition("robin", None, e("2 + x[1]"))))
+    problem = PoissonProblem.on(box, u, operator=Operator(a=e("1 + 0.5*x[1]")), conditions=conditions)
+    cells = [8, 16, 32] if dim == 3 else [16, 32, 64, 128]
+    errors = []
+    for n in cells:
+        grid = solve_grid(problem, n)
+        axes = [np.linspace(0, b, n + 1) for b in hi]
+        nodes = np.stack([m.ravel() for m in np.meshgrid(*axes, indexing="ij")], axis=1)
         errors.append(float(np.abs(grid.ravel() - u(torch.as_tensor(nodes)).numpy()).max()))
     rate = -np.polyfit(np.log(cells), np.log(errors), 1)[0]
     assert abs(rate - 2) < 0.25, (errors, rate)
