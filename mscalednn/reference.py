@@ -331,10 +331,8 @@ def solve_grid(problem, cells: int) -> np.ndarray:
         area = along(left) @ (volume / width[:, k])  # the cells' common face (same across the line)
         D = along(diff)
         A = A + D.T @ sp.diags(face * area / h[k]) @ D
-    fixed, robin, flux = _box_conditions(problem, x, index, cells, volume / width.T, a)
+    fixed, u, robin, flux = _box_conditions(problem, x, index, cells, volume / width.T, a)
     free = ~fixed
-    u = np.zeros(n ** d)
-    u[fixed] = _field(problem.g, x[fixed])
     A = (A + sp.diags(robin)).tocsr()
     rhs = volume[free] * _field(problem.f, x[free]) + flux[free] - A[free][:, fixed] @ u[fixed]
     A_ff = A[free][:, free].tocsc()
@@ -345,14 +343,17 @@ def solve_grid(problem, cells: int) -> np.ndarray:
 
 def _box_conditions(problem, x, index, cells, face_area, a):
     """Where the box's faces meet the boundary conditions: which nodes are Dirichlet (fixed
-    [N]), the Robin terms a alpha |face| on the diagonal [N], and the Neumann and Robin inflow
-    a g |face| [N] (a node on several faces sums them; a node on any Dirichlet face is fixed)."""
+    [N]) and their values (u [N], 0 elsewhere), the Robin terms a alpha |face| on the diagonal
+    [N], and the Neumann and Robin inflow a g |face| [N] (a node on several faces sums them; a
+    node on any Dirichlet face is fixed, with that face's data)."""
     N, d = index.shape
-    fixed, robin, flux = np.zeros(N, dtype=bool), np.zeros(N), np.zeros(N)
+    fixed, u, robin, flux = np.zeros(N, dtype=bool), np.zeros(N), np.zeros(N), np.zeros(N)
     if not problem.conditions:
         fixed[((index == 0) | (index == cells)).any(axis=1)] = True
-        return fixed, robin, flux
+        u[fixed] = _field(problem.g, x[fixed])
+        return fixed, u, robin, flux
     names, given = list(problem.geometry.parts), dict(problem.conditions)
+    dirichlet = problem.exact if problem.boundary is None else problem.boundary
     for k, side in itertools.product(range(d), (0, 1)):
         rows = index[:, k] == side * cells
         xs = x[rows]
@@ -360,6 +361,7 @@ def _box_conditions(problem, x, index, cells, face_area, a):
         condition = given[part]
         if condition.kind == "dirichlet":
             fixed[rows] = True
+            u[rows] = _field(condition.g or dirichlet, xs)
             continue
         xt = torch.as_tensor(xs, dtype=torch.float64)
         normal = torch.zeros_like(xt)
@@ -368,11 +370,11 @@ def _box_conditions(problem, x, index, cells, face_area, a):
         if condition.g is not None:
             g = _field(condition.g, xs)
         else:  # derived from the exact solution
-            u, grad = value_and_grad(problem.exact, xt, create_graph=False)
-            g = condition.derived_g(xt, normal, u.detach(), grad.detach()).numpy()
+            value, grad = value_and_grad(problem.exact, xt, create_graph=False)
+            g = condition.derived_g(xt, normal, value.detach(), grad.detach()).numpy()
         robin[rows] += a[rows] * alpha * face_area[k][rows]
         flux[rows] += a[rows] * g * face_area[k][rows]
-    return fixed, robin, flux
+    return fixed, u, robin, flux
 
 
 def _newton(problem, A, c, kappa2, rhs, d) -> np.ndarray:
