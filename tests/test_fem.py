@@ -167,3 +167,25 @@ def test_a_missing_gmsh_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "gmsh", None)
     with pytest.raises(ProblemError, match=r"pip install 'mscalednn\[fem\]'"):
         fem.mesh(Shell((0.0, 0.0), 0.5, 1.0), 0.1)
+
+
+def test_dirichlet_and_neumann_parts_that_meet(tmp_path):
+    """A half-disk bitten out of the square's side: the Dirichlet sides meet the Neumann arc at
+    two corners, whose degrees of freedom take the Dirichlet data (not du/dn)."""
+    (tmp_path / "p.yaml").write_text("""
+name: bitten
+dim: 2
+domain:
+  difference:
+    - box: {lo: 0, hi: 1, name: outer}
+    - ball: {center: [0.5, 0.0], radius: 0.3, name: bite}
+boundary:
+  outer: dirichlet
+  bite: neumann
+exact: "exp(x[0])*cos(2*x[1]) + 3"
+""")
+    p, _ = load_problem(tmp_path / "p.yaml")
+    ref = solved(p, 0.05)
+    assert rel_l2(ref, p) < 1e-4
+    corners = torch.tensor([[0.2, 0.0], [0.8, 0.0]], dtype=torch.float64)
+    assert torch.allclose(ref.values(corners), p.exact(corners).detach(), atol=1e-6)
