@@ -385,9 +385,11 @@ class ProblemSpec:
             raise ConfigError("exact", "expected an exact solution, or the source f and the boundary data g "
                               f"(then the errors are measured against a reference solution); {missing} missing")
         reference = self.reference_points(domain)
-        if self.exact is None and reference is None and not (isinstance(domain, Box) and self.dim <= 3):
-            raise ConfigError("exact", "expected an exact solution: without one the errors are measured against a "
-                              "finite-difference reference, which needs a box in 1, 2 or 3 dimensions (this domain: "
+        if self.exact is None and reference is None and not (self.dim <= 3 if isinstance(domain, Box) else
+                                                               self.dim in (2, 3)):
+            raise ConfigError("exact", "expected an exact solution or a reference file: without them the errors are "
+                              "measured against a computed reference, finite differences on a box in 1, 2 or 3 "
+                              "dimensions or finite elements on another domain in 2 or 3 (this domain: "
                               f"{type(domain).__name__.lower()} in {self.dim} dimensions)")
         spec = self.operator
         if spec.a is not None and spec.eps is not None:
