@@ -87,7 +87,7 @@ def sphere(n: int, centre: torch.Tensor, radius: float, gen: torch.Generator) ->
 
 
 def train_iface(problem, centre, radius, budget: float, seed: int, w_u: float, w_f: float, n_interface: int,
-                eval_every: float, test: EvalSet) -> dict:
+                eval_every: float, test: EvalSet, scale_output: bool = True) -> dict:
     """The residual form with interface conditions; returns errors, steps and the curve."""
     run = load_run_config(ROOT / "configs" / "mscale.yaml", [f"train.seed={seed}", f"train.time_limit={budget}"])
     cfg = run.train
@@ -96,7 +96,8 @@ def train_iface(problem, centre, radius, budget: float, seed: int, w_u: float, w
     nets = nn.ModuleDict({"inner": run.model.build(problem.dim), "outer": run.model.build(problem.dim)})
     shift, scale = output_scaling(problem, seed)
     for net in nets.values():
-        net.set_output_scaling(shift, scale)
+        if scale_output:  # the library's rule (train.scale_output), else u = the raw network
+            net.set_output_scaling(shift, scale)
     nets.to(dtype)
     model = Piecewise(nets["inner"], nets["outer"], centre, radius).to(dtype)
     opt = torch.optim.Adam(nets.parameters(), lr=cfg.lr)
@@ -158,13 +159,14 @@ def train_iface(problem, centre, radius, budget: float, seed: int, w_u: float, w
             "curve": curve}
 
 
-def train_ritz(file: str, budget: float, seed: int, out: Path) -> dict:
+def train_ritz(file: str, budget: float, seed: int, out: Path, scale_output: bool = True) -> dict:
     """``mscale solve FILE --set train.loss=ritz`` with the default config; errors on the same
     20,000 points (train.n_test) and the run's evaluation rows as the curve."""
     directory = out / f"ritz-{Path(file).stem}-s{seed}-{int(budget)}s-{time.strftime('%H%M%S')}"
     argv = ["solve", str(ROOT / file), "--out", str(directory), "--seed", str(seed),
             "--set", "train.loss=ritz", "--set", f"train.time_limit={budget}", "--set", f"train.n_test={N_TEST}",
-            "--set", "train.eval_every=250", "--set", "train.progress=false"]
+            "--set", "train.eval_every=250", "--set", "train.progress=false",
+            "--set", f"train.scale_output={str(scale_output).lower()}"]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         status = mscale_main(argv)
@@ -212,6 +214,11 @@ def main() -> None:
     p.add_argument("--tune", type=float, default=60.0, help="seconds per weight pair of --grid (0: no tuning)")
     p.add_argument("--grid", nargs="+", default=[f"{a},{b}" for a, b in GRID], help="w_u,w_f pairs to tune over")
     p.add_argument("--weights", default="1000,10", help="w_u,w_f when --tune 0")
+    p.add_argument("--eps-scaled", type=float, default=None, metavar="EPS_REF",
+                   help="multiply w_u and w_f by (eps_out / EPS_REF)^2: the outer residual (eps_out Laplace e)^2 "
+                        "grows with eps_out^2, so weights tuned where eps_out = EPS_REF keep their balance")
+    p.add_argument("--no-scale-output", action="store_true",
+                   help="both methods without the library's output scaling from g (train.scale_output=false)")
     p.add_argument("--n-interface", type=int, default=1000)
     p.add_argument("--eval-every", type=float, default=30.0, help="seconds of training between evaluations")
     p.add_argument("--threads", type=int, default=None,
@@ -259,11 +266,17 @@ def main() -> None:
         for seed in args.seeds:
             for method in args.methods:
                 if method == "ritz":
-                    r = train_ritz(file, args.budget, seed, out / "interface_runs")
+                    r = train_ritz(file, args.budget, seed, out / "interface_runs", not args.no_scale_output)
                 else:
-                    r = train_iface(problem, *PROBLEMS[file], args.budget, seed, *weights, args.n_interface,
-                                    args.eval_every, test)
-                save({**r, "problem": file, "budget": args.budget, "seed": seed})
+                    factor = 1.0
+                    if args.eps_scaled:
+                        centre, radius = PROBLEMS[file]
+                        outside = torch.tensor([centre], dtype=torch.float64) + (radius + 1e-6) * torch.eye(3)[:1].double()
+                        factor = (float(problem.operator.coefficients(outside)[0][0]) / args.eps_scaled) ** 2
+                    r = train_iface(problem, *PROBLEMS[file], args.budget, seed, *(w * factor for w in weights),
+                                    args.n_interface, args.eval_every, test, not args.no_scale_output)
+                save({**r, "problem": file, "budget": args.budget, "seed": seed,
+                      "scale_output": not args.no_scale_output, "eps_scaled": args.eps_scaled})
     print()
     print(table(results))
     print(f"\nwritten: {args.json}")
