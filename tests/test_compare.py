@@ -369,7 +369,6 @@ def test_compare_on_a_problem_without_exact_solution_uses_one_reference(tmp_path
     """f and g given: the compare computes the finite-difference reference once, keeps it in its
     directory, and every run measures against it (none computes it again)."""
     import mscalednn.reference
-    import mscalednn.train
     calls, original = [], mscalednn.reference.finite_difference
 
     def counted(*args, **kwargs):
@@ -377,7 +376,6 @@ def test_compare_on_a_problem_without_exact_solution_uses_one_reference(tmp_path
         return original(*args, **kwargs)
 
     monkeypatch.setattr(mscalednn.reference, "finite_difference", counted)
-    monkeypatch.setattr(mscalednn.train, "finite_difference", counted)
     problem = tmp_path / "p.yaml"
     problem.write_text("name: p\ndim: 1\noperator: {a: '1 + x[0]**2'}\nf: 'exp(x[0])'\ng: 'x[0]'\n")
     models = [str(ROOT / f"configs/{c}.yaml") for c in ("mscale", "vanilla")]
