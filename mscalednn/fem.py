@@ -210,29 +210,6 @@ def _solve(J: sp.csr_matrix, b: np.ndarray, d: int) -> np.ndarray:
     return x
 
 
-def _dirichlet_g(problem, condition):
-    """u = g on a Dirichlet part: the condition's g, else the problem's g, else u*."""
-    if condition is not None and condition.g is not None:
-        return condition.g
-    return problem.exact if problem.boundary is None else problem.boundary
-
-
-def _natural_g(problem, name: str, condition, y: np.ndarray) -> np.ndarray:
-    """g of a Neumann (du/dn = g) or Robin (alpha u + du/dn = g) part at its points y: the
-    condition's g, else from u* with the part's normal."""
-    if condition.g is not None:
-        return _field(condition.g, y)
-    from .derivatives import value_and_grad
-
-    n = torch.as_tensor(problem.geometry.parts[name].normal(y))
-    out = []
-    for i in range(0, len(y), CHUNK):
-        x = torch.as_tensor(y[i:i + CHUNK])
-        value, grad_u = value_and_grad(problem.exact, x, create_graph=False)
-        out.append(condition.derived_g(x, n[i:i + CHUNK], value.detach(), grad_u.detach()).detach().double().numpy())
-    return np.concatenate(out)
-
-
 def solve_mesh(problem, m, order: int = 2) -> np.ndarray:
     """The finite-element solution of ``problem`` on the scikit-fem mesh m (P``order``
     elements): its degrees of freedom (scikit-fem's numbering of the basis on m)."""
@@ -275,12 +252,13 @@ def solve_mesh(problem, m, order: int = 2) -> np.ndarray:
             # u = g at the part's degrees of freedom (g of this part: a point where parts meet
             # is not asked which part it is on)
             D = basis.get_dofs(facets).all()
-            u[D] = _field(_dirichlet_g(problem, condition), basis.doflocs[:, D].T)
+            u[D] = _field(lambda z, name=name: problem.part_g(name, z), basis.doflocs[:, D].T)
             dirichlet.append(D)
             continue
         fb = skfem.FacetBasis(m, basis.elem, facets=facets)
         y, fshape = _at(fb)
-        g = _natural_g(problem, name, condition, y).reshape(fshape)
+        n = torch.as_tensor(problem.geometry.parts[name].normal(y))  # g derived from u* needs the part's normal
+        g = problem.part_g(name, torch.as_tensor(y), n).detach().double().numpy().reshape(fshape)
         a_s = _field(lambda z: op.coefficients(z)[0], y).reshape(fshape)
         b = b + load.assemble(fb, f=a_s * g)
         if condition.kind == "robin":

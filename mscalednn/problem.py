@@ -193,19 +193,26 @@ class PoissonProblem:
             rows = part == i
             if not bool(rows.any()):
                 continue
-            condition, xs = given[name], x[rows].detach()
-            alpha[rows], beta[rows] = condition.coefficients(xs)
-            if condition.g is not None:
-                g[rows] = condition.g(xs).detach().to(x.dtype)
-            elif condition.kind == "dirichlet":
-                g[rows] = dirichlet(xs).detach().to(x.dtype)
-            else:
-                u, grad = value_and_grad(self.exact, xs, create_graph=False)
-                g[rows] = condition.derived_g(xs, n[rows], u.detach(), grad.detach())
+            xs = x[rows].detach()
+            alpha[rows], beta[rows] = given[name].coefficients(xs)
+            g[rows] = self.part_g(name, xs, n[rows])
         if not self.mixed:
             return g
         a = self.operator.coefficients(x.detach())[0].detach().to(x.dtype)
         return torch.cat([torch.stack([g, alpha, beta, a], dim=1), n], dim=1)
+
+    def part_g(self, name: str, x: torch.Tensor, n: torch.Tensor | None = None) -> torch.Tensor:
+        """The data g of the boundary part ``name`` at points x [N] of it: the condition's g, else
+        for a Dirichlet part the problem's g (or u*), else alpha u* + beta du*/dn with the part's
+        outward normals n [N, d] (needed only there). The caller says the part: at a point where
+        parts meet, :meth:`boundary_data` would pick one of them."""
+        condition = dict(self.conditions).get(name, Condition())
+        if condition.g is not None:
+            return condition.g(x).detach().to(x.dtype)
+        if condition.kind == "dirichlet":
+            return (self.exact if self.boundary is None else self.boundary)(x).detach().to(x.dtype)
+        u, grad = value_and_grad(self.exact, x, create_graph=False)
+        return condition.derived_g(x, n, u.detach(), grad.detach())
 
     def grad_u(self, x: torch.Tensor) -> torch.Tensor:
         """grad u*(x) [N, d], exact (or the reference's)."""

@@ -42,7 +42,6 @@ import scipy.sparse.linalg as spla
 import torch
 from threadpoolctl import threadpool_limits
 
-from .derivatives import value_and_grad
 from .errors import ProblemError
 
 FILE = "reference.npz"
@@ -353,25 +352,20 @@ def _box_conditions(problem, x, index, cells, face_area, a):
         u[fixed] = _field(problem.g, x[fixed])
         return fixed, u, robin, flux
     names, given = list(problem.geometry.parts), dict(problem.conditions)
-    dirichlet = problem.exact if problem.boundary is None else problem.boundary
     for k, side in itertools.product(range(d), (0, 1)):
         rows = index[:, k] == side * cells
         xs = x[rows]
         part = names[int(problem.geometry.part_of(xs.mean(axis=0, keepdims=True))[0])]
         condition = given[part]
-        if condition.kind == "dirichlet":
-            fixed[rows] = True
-            u[rows] = _field(condition.g or dirichlet, xs)
-            continue
         xt = torch.as_tensor(xs, dtype=torch.float64)
         normal = torch.zeros_like(xt)
         normal[:, k] = 1.0 if side else -1.0
+        g = problem.part_g(part, xt, normal).numpy()
+        if condition.kind == "dirichlet":
+            fixed[rows] = True
+            u[rows] = g
+            continue
         alpha = condition.coefficients(xt)[0].numpy()
-        if condition.g is not None:
-            g = _field(condition.g, xs)
-        else:  # derived from the exact solution
-            value, grad = value_and_grad(problem.exact, xt, create_graph=False)
-            g = condition.derived_g(xt, normal, value.detach(), grad.detach()).numpy()
         robin[rows] += a[rows] * alpha * face_area[k][rows]
         flux[rows] += a[rows] * g * face_area[k][rows]
     return fixed, u, robin, flux
