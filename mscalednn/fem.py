@@ -59,15 +59,13 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from .errors import ProblemError
-from .reference import Reference, register
+from .reference import CHUNK, NEWTON_MAX, NEWTON_TOL, Reference, field_values, register
 
 # default h: from the number of P2 degrees of freedom aimed at on the fine mesh
 DOFS = {2: 120_000, 3: 100_000}
 DOFS_PER_VOLUME = {2: 4.7, 3: 7.1}  # P2 dofs per h^d of volume, measured on gmsh meshes (about)
-NEWTON_TOL, NEWTON_MAX = 1e-12, 50
 CG_TOL, CG_MAX = 1e-12, 5000
 POINTS = 20000  # random points of the error estimate
-CHUNK = 1 << 16  # points per evaluation of a field
 
 
 def _modules():
@@ -173,12 +171,6 @@ def boundary_parts(geometry, m) -> dict[str, np.ndarray]:
 
 # -- the solve ---------------------------------------------------------------------------------
 
-def _field(fn, x: np.ndarray) -> np.ndarray:
-    """fn at points x [N, d] (float64 NumPy; in chunks)."""
-    out = [fn(torch.as_tensor(x[i:i + CHUNK])).detach().double().cpu().numpy() for i in range(0, len(x), CHUNK)]
-    return np.concatenate(out) if out else np.zeros(0)
-
-
 def _at(basis) -> np.ndarray:
     """The quadrature points of a basis [nelems * nqp, d], and the shape (nelems, nqp)."""
     x = np.asarray(basis.global_coordinates())  # [d, nelems, nqp]
@@ -224,7 +216,7 @@ def solve_mesh(problem, m, order: int = 2) -> np.ndarray:
     a, _, c, kappa2 = (t.detach().double().numpy() for t in
                        (torch.cat(z) for z in zip(*(op.coefficients(torch.as_tensor(x[i:i + CHUNK]))
                                                     for i in range(0, len(x), CHUNK)))))
-    a, c, kappa2, f = (np.asarray(basis.interpolate(v)) for v in (a, c, kappa2, _field(problem.f, x)))
+    a, c, kappa2, f = (np.asarray(basis.interpolate(v)) for v in (a, c, kappa2, field_values(problem.f, x)))
 
     @skfem.BilinearForm
     def stiffness(u, v, w):
@@ -252,14 +244,14 @@ def solve_mesh(problem, m, order: int = 2) -> np.ndarray:
             # u = g at the part's degrees of freedom (g of this part: a point where parts meet
             # is not asked which part it is on)
             D = basis.get_dofs(facets).all()
-            u[D] = _field(lambda z, name=name: problem.part_g(name, z), basis.doflocs[:, D].T)
+            u[D] = field_values(lambda z, name=name: problem.part_g(name, z), basis.doflocs[:, D].T)
             dirichlet.append(D)
             continue
         fb = skfem.FacetBasis(m, basis.elem, facets=facets)
         y, fshape = _at(fb)
         n = torch.as_tensor(problem.geometry.parts[name].normal(y))  # g derived from u* needs the part's normal
         g = problem.part_g(name, torch.as_tensor(y), n).detach().double().numpy().reshape(fshape)
-        a_s = _field(lambda z: op.coefficients(z)[0], y).reshape(fshape)
+        a_s = field_values(lambda z: op.coefficients(z)[0], y).reshape(fshape)
         b = b + load.assemble(fb, f=a_s * g)
         if condition.kind == "robin":
             alpha = condition.coefficients(torch.as_tensor(y))[0].detach().double().numpy().reshape(fshape)

@@ -47,6 +47,7 @@ from .errors import ProblemError
 FILE = "reference.npz"
 CELLS = {1: 4096, 2: 512, 3: 64}  # cells per axis of the fine grid
 NEWTON_TOL, NEWTON_MAX = 1e-12, 50
+CHUNK = 1 << 16  # points per evaluation of a field
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -292,9 +293,12 @@ def _nodes(lo, hi, cells: int) -> tuple[np.ndarray, list[np.ndarray]]:
     return np.stack([m.reshape(-1) for m in mesh], axis=1), axes
 
 
-def _field(fn, x: np.ndarray) -> np.ndarray:
+def field_values(fn, x: np.ndarray) -> np.ndarray:
+    """fn at points x [N, d] (float64 NumPy in and out; in chunks of :data:`CHUNK` points)."""
     with torch.no_grad():
-        return fn(torch.as_tensor(x, dtype=torch.float64)).detach().double().numpy()
+        out = [fn(torch.as_tensor(x[i:i + CHUNK], dtype=torch.float64)).detach().double().cpu().numpy()
+               for i in range(0, len(x), CHUNK)]
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def solve_grid(problem, cells: int) -> np.ndarray:
@@ -333,7 +337,7 @@ def solve_grid(problem, cells: int) -> np.ndarray:
     fixed, u, robin, flux = _box_conditions(problem, x, index, cells, volume / width.T, a)
     free = ~fixed
     A = (A + sp.diags(robin)).tocsr()
-    rhs = volume[free] * _field(problem.f, x[free]) + flux[free] - A[free][:, fixed] @ u[fixed]
+    rhs = volume[free] * field_values(problem.f, x[free]) + flux[free] - A[free][:, fixed] @ u[fixed]
     A_ff = A[free][:, free].tocsc()
     c, kappa2 = volume[free] * c[free], volume[free] * kappa2[free]
     u[free] = _newton(problem, A_ff, c, kappa2, rhs, d)
@@ -349,7 +353,7 @@ def _box_conditions(problem, x, index, cells, face_area, a):
     fixed, u, robin, flux = np.zeros(N, dtype=bool), np.zeros(N), np.zeros(N), np.zeros(N)
     if not problem.conditions:
         fixed[((index == 0) | (index == cells)).any(axis=1)] = True
-        u[fixed] = _field(problem.g, x[fixed])
+        u[fixed] = field_values(problem.g, x[fixed])
         return fixed, u, robin, flux
     names, given = list(problem.geometry.parts), dict(problem.conditions)
     for k, side in itertools.product(range(d), (0, 1)):
