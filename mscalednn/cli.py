@@ -138,6 +138,7 @@ def _solve(args, held: contextlib.ExitStack) -> int:
     from . import distributed
     from .checkpoint import CHECKPOINT, for_rank
     from .derivatives import RANDOM, chosen_operator
+    from .forward_laplacian import one_pass
     from .errors import OutputError
     from .nn import count_parameters
     from .outputs import RunLock, TensorBoardLog, check_free_space, new_run_dir, write_history, write_yaml
@@ -169,7 +170,7 @@ def _solve(args, held: contextlib.ExitStack) -> int:
             check_free_space(out, need)
         what = (f"resuming at step {resume['step']} of" if resume else "up to") + f" {run.train.steps} steps"
         loss, why = chosen_loss(run.train, problem)
-        operator = chosen_operator(run.train.derivatives, loss, problem.dim, run.train.probes)
+        operator = chosen_operator(run.train.derivatives, loss, problem.dim, run.train.probes, one_pass(model))
         print(f"mscale: {problem.name} (d={problem.dim}) with {run.model.kind} ({params} parameters), "
               f"{loss} loss{f' ({why})' if why != 'set' and problem.operator.a is not None else ''}"
               f"{f' (Laplacian: {operator} estimate)' if operator in RANDOM else ''}, "

@@ -115,14 +115,25 @@ class ModelConfig:
 
     kind: ModelKind = "mscale"
     options: dict = field(default_factory=dict)
+    by_dim: tuple[tuple[int, dict], ...] = ()  # (d0, options): they replace ``options``' where d >= d0
+
+    def options_for(self, in_dim: int) -> dict:
+        """The constructor's options at input dimension ``in_dim``: ``options``, then every
+        ``by_dim`` entry whose dimension ``in_dim`` reaches, in increasing order."""
+        merged = dict(self.options)
+        for d0, extra in sorted(self.by_dim, key=lambda entry: entry[0]):
+            if in_dim >= d0:
+                merged.update(extra)
+        return merged
 
     def build(self, in_dim: int):
         """A new network for inputs of dimension ``in_dim``."""
-        return MODELS[self.kind](in_dim=in_dim, **self.options)
+        return MODELS[self.kind](in_dim=in_dim, **self.options_for(in_dim))
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, **{k: list(v) if isinstance(v, tuple) else v
-                                      for k, v in self.options.items()}}
+        plain = lambda options: {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}  # noqa: E731
+        by_dim = {"by_dim": {d0: plain(extra) for d0, extra in self.by_dim}} if self.by_dim else {}
+        return {"kind": self.kind, **plain(self.options), **by_dim}
 
 
 @dataclass(frozen=True)
@@ -277,28 +288,27 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 def build_run_config(data: dict) -> RunConfig:
     """A validated RunConfig from a mapping with ``model`` and ``train`` sections."""
     data = check_keys(data, ["model", "train"], "")
-    model = dict(check_keys(data.get("model") or {}, ["kind", *_all_model_keys()], "model"))
+    model = dict(check_keys(data.get("model") or {}, ["kind", "by_dim", *_all_model_keys()], "model"))
     kind = check_value(model.pop("kind", "mscale"), ModelKind, "model.kind")
-    options = check_kwargs(MODELS[kind], model, "model", skip=("in_dim",))
-    for key, bounds in MODEL_RANGES.items():
-        value = options.get(key)
-        if isinstance(value, tuple):
-            Length(1).check(value, f"model.{key}", "an integer or a list of integers")
-            for i, item in enumerate(value):
-                bounds.check(item, f"model.{key}[{i}]", "an integer")
-        elif value is not None:
-            bounds.check(value, f"model.{key}", "an integer" if isinstance(value, int) else "a number")
-    try:  # constructor checks (ranges, scales) run once here, at the boundary, on no memory
-        with torch.device("meta"):
-            size = count_parameters(MODELS[kind](in_dim=1, **options))
-    except ConfigError as exc:
-        raise ConfigError(f"model.{exc.path}", exc.expected, exc.got, hint=exc.hint) from None
-    except (RuntimeError, ValueError, OverflowError) as exc:
-        raise ConfigError("model", f"expected a network that can be built, got {exc.__class__.__name__}: "
-                          f"{str(exc)[:120]}") from None
-    if size > MAX_PARAMETERS:
-        raise ConfigError("model", f"expected a network of at most {MAX_PARAMETERS:.0e} parameters "
-                          "(width, depth, scales)", f"{size:.3g} parameters")
+    by_dim_given = model.pop("by_dim", None) or {}
+    options = _model_options(kind, model, "model")
+    if not isinstance(by_dim_given, dict):
+        raise ConfigError("model.by_dim", "expected a mapping of dimensions to model options, e.g. "
+                          "{20: {depth: 1, width: 1000}}", by_dim_given)
+    by_dim = []
+    for key, extra in by_dim_given.items():
+        path = f"model.by_dim.{key}"
+        try:
+            d0 = int(key)
+        except (TypeError, ValueError):
+            d0 = 0
+        if isinstance(key, bool) or d0 < 1 or str(d0) != str(key).strip():
+            raise ConfigError(path, "expected a dimension (an integer >= 1) as the key", key)
+        if not isinstance(extra, dict) or not extra:
+            raise ConfigError(path, "expected a mapping of model options, e.g. {depth: 1, width: 1000}", extra)
+        given = check_kwargs(MODELS[kind], extra, path, skip=("in_dim",))
+        _model_options(kind, {**model, **extra}, path, only=given)
+        by_dim.append((d0, given))
     if isinstance(data.get("train"), dict) and "operator" in data["train"]:
         raise ConfigError("train.operator", "expected train.derivatives (the derivative method was renamed: "
                           "the PDE's operator is the problem file's business)", data["train"]["operator"],
@@ -308,7 +318,34 @@ def build_run_config(data: dict) -> RunConfig:
         raise ConfigError("train.derivatives", "expected auto, forward or autograd with the Ritz loss (it needs "
                           f"grad u only; {train.derivatives} estimates a Laplacian)", train.derivatives)
     _check_phases(train)
-    return RunConfig(ModelConfig(kind, options), train)
+    return RunConfig(ModelConfig(kind, options, tuple(by_dim)), train)
+
+
+def _model_options(kind: str, given: dict, path: str, only: dict | None = None) -> dict:
+    """The constructor's options from ``given``, checked against its signature and ranges, and by
+    building the network on no memory (its own checks: scales, widths; its size). Errors name
+    ``path``; ``only``: the keys that came from that path (the rest were checked already)."""
+    options = check_kwargs(MODELS[kind], given, path, skip=("in_dim",))
+    for key, bounds in MODEL_RANGES.items():
+        value = options.get(key) if only is None or key in only else None
+        if isinstance(value, tuple):
+            Length(1).check(value, f"{path}.{key}", "an integer or a list of integers")
+            for i, item in enumerate(value):
+                bounds.check(item, f"{path}.{key}[{i}]", "an integer")
+        elif value is not None:
+            bounds.check(value, f"{path}.{key}", "an integer" if isinstance(value, int) else "a number")
+    try:  # constructor checks (ranges, scales) run once here, at the boundary, on no memory
+        with torch.device("meta"):
+            size = count_parameters(MODELS[kind](in_dim=1, **options))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}.{exc.path}", exc.expected, exc.got, hint=exc.hint) from None
+    except (RuntimeError, ValueError, OverflowError) as exc:
+        raise ConfigError(path, f"expected a network that can be built, got {exc.__class__.__name__}: "
+                          f"{str(exc)[:120]}") from None
+    if size > MAX_PARAMETERS:
+        raise ConfigError(path, f"expected a network of at most {MAX_PARAMETERS:.0e} parameters "
+                          "(width, depth, scales)", f"{size:.3g} parameters")
+    return options
 
 
 def _check_phases(train: TrainConfig) -> None:

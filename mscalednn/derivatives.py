@@ -36,14 +36,16 @@ RANDOM = ("hutchinson", "sampled")  # the estimators: fresh directions at every 
 ESTIMATE_FACTOR = 2  # auto estimates the Laplacian where d > this many times the probes
 
 
-def chosen_operator(name: str, loss: str, dim: int, probes: int) -> str:
+def chosen_operator(name: str, loss: str, dim: int, probes: int, one_pass: bool = False) -> str:
     """The operator a run uses: ``auto`` with the residual loss becomes ``hutchinson`` where the
     exact forward Laplacian's d tangents are more than ``ESTIMATE_FACTOR`` times the estimator's
-    ``probes`` directions (d > 32 with the default 16 probes). Measured (benchmarks/RESULTS.md,
-    "High dimension: estimated Laplacians"): at d = 50 the estimate trains to a lower error in
-    10 minutes than the exact Laplacian, at d = 100 to the same, and at d = 1000 an exact step
-    takes minutes; every other choice is kept."""
-    if name == "auto" and loss == "residual" and dim > ESTIMATE_FACTOR * probes:
+    ``probes`` directions (d > 32 with the default 16 probes), unless the exact Laplacian costs one
+    forward pass anyway (``one_pass``: a network with one hidden layer,
+    :func:`mscalednn.forward_laplacian.one_pass`). Measured (benchmarks/RESULTS.md, "High
+    dimension: estimated Laplacians"): for deep networks, at d = 50 the estimate trains to a lower
+    error in 10 minutes than the exact Laplacian, at d = 100 to the same, and at d = 1000 an exact
+    step takes minutes; every other choice is kept."""
+    if name == "auto" and loss == "residual" and dim > ESTIMATE_FACTOR * probes and not one_pass:
         return "hutchinson"
     return name
 

@@ -194,6 +194,20 @@ def supports(model: nn.Module) -> bool:
     return unsupported_part(model) is None
 
 
+def one_pass(model: nn.Module) -> bool:
+    """Whether the exact Laplacian of ``model`` costs about one forward pass: a network with ONE
+    hidden layer, sigma(x A + b) then a linear read-out (plus plane-wave units), whose Laplacian
+    is sigma''(z) |A|^2 read out, and whose gradient is one [N, w] x [w, d] product; no tensor
+    carries d tangents through a layer, so the cost does not grow with d beyond x A itself."""
+    if not supports(model):
+        return False
+    if isinstance(model, MLP):
+        return not isinstance(model.features, FourierFeatures) and len(model.stack.layers) == 1
+    if isinstance(model, MscaleDNN) and model.variant == "first_layer":
+        return len(model.stack.layers) == 0
+    return isinstance(model, MscaleDNN) and len(model.Ws) == 0
+
+
 class _ScaleAndSquareNorm(torch.autograd.Function):
     """(J, q) = (J_z * d1, sum_i J_z[i]^2) for J_z [..., N, d, w], d1 [..., N, w]: the two
     operations of an activation on the big Jacobian tensor, with a hand-fused backward (four
@@ -266,11 +280,13 @@ def _first(act: nn.Module | None, x: torch.Tensor, Wt: torch.Tensor, b: torch.Te
     return FirstJet(s, d1, Wt, d2 * q)
 
 
-def _linear(h: Jet | FirstJet, W: torch.Tensor, b: torch.Tensor | None) -> Jet:
-    """z = h W + b with W [..., in, out] (already transposed)."""
+def _linear(h: Jet | FirstJet, W: torch.Tensor, b: torch.Tensor | None, need_J: bool = True) -> Jet:
+    """z = h W + b with W [..., in, out] (already transposed); ``need_J=False``: J = None."""
     v = h.v @ W
     v = v if b is None else v + b
-    if isinstance(h, FirstJet):
+    if not need_J:
+        J = None
+    elif isinstance(h, FirstJet):
         # J_z[n, i, j] = sum_k D[n, k] A[i, k] W[k, j]: one matmul of D with M[k, (i, j)] = A[i, k] W[k, j]
         d, out = h.A.shape[-2], W.shape[-1]
         M = h.A.transpose(-1, -2).unsqueeze(-1) * W.unsqueeze(-2)   # [..., in, d, out]
@@ -380,7 +396,7 @@ def forward_laplacian(model: nn.Module, x: torch.Tensor, need_grad: bool = True,
     P = directions
     need_grad = need_grad and P is None
     h, W, b = _hidden(model, x, need_grad, P, fused)
-    out = _linear(h, W, None if h.v.dim() == 3 else b)
+    out = _linear(h, W, None if h.v.dim() == 3 else b, need_grad)
     if h.v.dim() == 3:  # subnetworks: the sum of their outputs, one bias
         out = Jet(out.v.sum(0) + b, None if out.J is None else out.J.sum(0), out.L.sum(0))
     if out.v.shape[-1] != 1:

@@ -43,7 +43,7 @@ from . import checkpoint as ckpt
 from . import distributed, losses
 from .config import TrainConfig
 from .derivatives import RANDOM, chosen_operator, laplacian_operator, value_and_grad
-from .forward_laplacian import auto_chunk, forward_laplacian, supports
+from .forward_laplacian import auto_chunk, forward_laplacian, one_pass, supports
 from .gauss_newton import MAX_ENERGY_PARAMETERS
 from .errors import ConfigError
 from .metrics import EvalSet, evaluate
@@ -164,7 +164,7 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
         else:
             grad = partial(value_and_grad, model)
         return (lambda x, f: losses.ritz_interior(*grad(x), f, problem.volume, op)), problem.boundary_area
-    operator = derivatives_of(config, problem)
+    operator = derivatives_of(config, problem, model)
     if operator in RANDOM:  # half the probes for each of two independent estimates
         estimate = laplacian_operator(operator, model, half_probes(config.probes))
 
@@ -185,10 +185,10 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
     return residual, 1.0
 
 
-def derivatives_of(config: TrainConfig, problem: PoissonProblem) -> str:
+def derivatives_of(config: TrainConfig, problem: PoissonProblem, model: torch.nn.Module) -> str:
     """The derivative method a run uses (:func:`mscalednn.derivatives.chosen_operator`); ``auto``
     keeps the exact forward Laplacian where the operator needs grad u (an estimator gives none)."""
-    chosen = chosen_operator(config.derivatives, config.loss, problem.dim, config.probes)
+    chosen = chosen_operator(config.derivatives, config.loss, problem.dim, config.probes, one_pass(model))
     if chosen in RANDOM and problem.operator.needs_grad:
         if config.derivatives == "auto":
             return "auto"
@@ -226,12 +226,13 @@ def half_probes(probes: int) -> int:
     return max(1, probes // 2)
 
 
-def jacobian_rows(config: TrainConfig, problem: PoissonProblem) -> int:
-    """Rows of the input Jacobian the interior loss carries per point: d, or the estimator's
-    directions (two estimates of ``probes / 2``; the sampled axes at most d each)."""
-    operator, dim = derivatives_of(config, problem), problem.dim
+def jacobian_rows(config: TrainConfig, problem: PoissonProblem, model: torch.nn.Module) -> int:
+    """Rows of the input Jacobian the interior loss carries per point through a hidden layer: d,
+    or the estimator's directions (two estimates of ``probes / 2``; the sampled axes at most d
+    each); 1 where the exact Laplacian is one pass (no [points, d, units] tensor is built)."""
+    operator, dim = derivatives_of(config, problem, model), problem.dim
     if operator not in RANDOM:
-        return dim
+        return 1 if operator in ("auto", "forward") and one_pass(model) else dim
     half = half_probes(config.probes)
     return 2 * (min(half, dim) if operator == "sampled" else half)
 
@@ -356,7 +357,7 @@ def _train(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig,
     interior_loss, bc_weight = _interior_loss(problem, model, config)
     compiled = compile_decision(config, device)[0]
     objective = Objective(model, compile_loss(interior_loss) if compiled else interior_loss, interior_loss,
-                          bc_weight, config.chunk or auto_chunk(model, jacobian_rows(config, problem)),
+                          bc_weight, config.chunk or auto_chunk(model, jacobian_rows(config, problem, model)),
                           problem.volume if config.loss == "ritz" else None, world)
     schedule = phases_of(config)
     if any(name == "gauss_newton" for name, _ in schedule) and world.size > 1:
@@ -491,7 +492,7 @@ def _train(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig,
                "dtype": config.dtype, "lr_scale": state.lr_scale, "rollbacks": state.rollbacks,
                "optimizer": [{**p, "to_step": (state.phases[i + 1]["from_step"] - 1 if i + 1 < len(state.phases)
                                                else state.step)} for i, p in enumerate(state.phases)],
-               "loss_kind": config.loss, "derivatives": derivatives_of(config, problem), "reference": problem.reference_kind,
+               "loss_kind": config.loss, "derivatives": derivatives_of(config, problem, model), "reference": problem.reference_kind,
                "reference_error": None if problem.reference is None else problem.reference.error,
                "absolute_errors": test.absolute, "adaptations": state.adaptations,
                "output_scaling": {k: float(getattr(model, f"output_{k}", v)) for k, v in (("shift", 0.0), ("scale", 1.0))}}

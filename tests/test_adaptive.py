@@ -175,11 +175,12 @@ def test_units_at_the_true_wave_vectors_represent_the_solution_exactly():
     assert torch.allclose(wave_basis(x, K) @ fit_amplitudes(r, x, K), r, atol=1e-8, rtol=0)
 
 
+@pytest.mark.parametrize("depth", [1, 2])
 @pytest.mark.parametrize("variant", ["first_layer", "subnets"])
-def test_forward_laplacian_of_the_adaptive_network_is_exact(variant):
+def test_forward_laplacian_of_the_adaptive_network_is_exact(variant, depth):
     torch.manual_seed(3)
     d = 4
-    model = AdaptiveMscaleDNN(d, width=10, depth=2, variant=variant, activation="tanh",
+    model = AdaptiveMscaleDNN(d, width=10, depth=depth, variant=variant, activation="tanh",
                               first_activation="sin", wave_slots=5).double()
     model.place_waves(torch.randn(3, d, dtype=F64) * 6, torch.randn(3, 2, dtype=F64))  # 2 slots stay free
     model.set_output_scaling(0.5, 3.0)
@@ -188,6 +189,8 @@ def test_forward_laplacian_of_the_adaptive_network_is_exact(variant):
     u0, g0, lap0 = value_grad_laplacian(model, x)
     assert torch.allclose(u, u0, atol=1e-12) and torch.allclose(g, g0, atol=1e-11)
     assert torch.allclose(lap, lap0, atol=1e-9)
+    _, none, lap_only = forward_laplacian(model, x, need_grad=False)  # the residual loss's call
+    assert none is None and torch.allclose(lap_only, lap0, atol=1e-9)
     P = torch.randn(9, 2, d, dtype=F64)  # directions: sum_k p_k^T (Hess u) p_k
     xg = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(model(xg).sum(), xg, create_graph=True)

@@ -101,6 +101,27 @@ def test_overrides_parse_yaml_values():
     assert run_cfg.model.options["scales"] == "linear:3"
 
 
+def test_model_options_by_dimension_replace_the_others_from_their_dimension_on(tmp_path):
+    """model.by_dim: {d0: options} replaces those options where d >= d0, in increasing d0; the
+    saved config reads back to the same networks (resume)."""
+    from mscalednn.config import build_run_config
+    from mscalednn.nn import count_parameters
+
+    run_cfg = load_run_config(None, ["model.kind=mscale", "model.variant=first_layer", "model.width=12",
+                                     "model.depth=3", "model.by_dim={20: {depth: 1, width: 30}, 50: {width: 40}}",
+                                     "model.by_dim.30.scales=[1, 2]"])
+    assert run_cfg.model.options_for(19) == run_cfg.model.options
+    assert run_cfg.model.options_for(20)["depth"] == 1 and run_cfg.model.options_for(20)["width"] == 30
+    assert run_cfg.model.options_for(30)["scales"] == (1, 2)
+    assert run_cfg.model.options_for(50)["width"] == 40 and run_cfg.model.options_for(50)["depth"] == 1
+    net = run_cfg.model.build(25)
+    assert len(net.stack.layers) == 0 and net.first.out_features == 30
+    again = build_run_config(run_cfg.to_dict())
+    for d in (5, 20, 30, 60):
+        assert again.model.options_for(d) == run_cfg.model.options_for(d)
+        assert count_parameters(again.model.build(d)) == count_parameters(run_cfg.model.build(d))
+
+
 def test_config_error_names_source_path_expected_and_value():
     err = ConfigError("train.steps", "expected an integer >= 1", -5, source="c.yaml")
     assert str(err) == "c.yaml: train.steps: expected an integer >= 1, got -5"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mscalednn.derivatives import value_grad_laplacian
-from mscalednn.forward_laplacian import forward_laplacian, supports
+from mscalednn.forward_laplacian import forward_laplacian, one_pass, supports
 from mscalednn.nn import ACTIVATIONS, MLP, MscaleDNN
 
 VARIANTS = {
@@ -21,7 +21,14 @@ VARIANTS = {
                                             directions="mixed", pair_fraction=0.3),
     "first_layer_same_act": lambda d, act: MscaleDNN(d, scales=[1, 4], width=8, depth=2, activation=act,
                                                      variant="first_layer", residual=True),
+    # one hidden layer: the Laplacian is sigma''(z) |A|^2 read out, no d tangents (one_pass)
+    "mlp_one_layer": lambda d, act: MLP(d, width=12, depth=1, activation=act),
+    "subnets_one_layer": lambda d, act: MscaleDNN(d, scales=[1, 2, 3], width=8, depth=1, activation=act),
+    "first_layer_one_layer": lambda d, act: MscaleDNN(d, scales="geometric:3", width=9, depth=1,
+                                                      activation=act, variant="first_layer",
+                                                      directions="mixed", pair_fraction=0.3),
 }
+ONE_PASS = {"mlp_one_layer", "subnets_one_layer", "first_layer_one_layer"}
 
 
 def rel(a, b):
@@ -34,7 +41,7 @@ def test_matches_nested_autograd(variant, act):
     torch.manual_seed(zlib.crc32(f"{variant}-{act}".encode()))  # stable: hash() is salted per process
     d = 4
     model = VARIANTS[variant](d, act).double()
-    assert supports(model)
+    assert supports(model) and one_pass(model) == (variant in ONE_PASS)
     x = torch.rand(64, d, dtype=torch.float64) * 0.8 + 0.1
     u0, g0, l0 = value_grad_laplacian(model, x)
     u1, g1, l1 = forward_laplacian(model, x)
@@ -64,7 +71,7 @@ def test_linear_network_and_residual_first_layer():
     assert forward_laplacian(MLP(4, depth=0).double(), x)[2].abs().max() == 0
 
 
-@pytest.mark.parametrize("variant", ["mlp", "first_layer", "subnets_fourier_residual"])
+@pytest.mark.parametrize("variant", ["mlp", "first_layer", "subnets_fourier_residual", "first_layer_one_layer"])
 @pytest.mark.parametrize("act", ["tanh", "s2relu", "gelu"])
 def test_laplacian_only_loss_gradients(variant, act):
     """need_grad=False (the residual loss) skips the last Jacobian; parameter gradients stay exact."""

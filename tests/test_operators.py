@@ -287,9 +287,15 @@ def test_auto_estimates_the_laplacian_only_in_high_dimension_with_the_residual_l
     assert chosen_operator("auto", "residual", 33, 32) == "auto"       # more probes: the estimate costs more
     assert chosen_operator("auto", "ritz", 1000, 16) == "auto"         # Ritz needs grad u only
     assert chosen_operator("forward", "residual", 1000, 16) == "forward"  # an explicit choice is kept
+    assert chosen_operator("auto", "residual", 1000, 16, one_pass=True) == "auto"  # exact costs one pass
     d = 80
     problem = PoissonProblem(parse_expression("sum(x**2)", d), (0.0,) * d, (1.0,) * d)
     torch.manual_seed(0)
     result = solve(problem, MLP(d, width=8, depth=2), TrainConfig(steps=2, n_interior=32, n_boundary=16, n_test=200,
                                                                  progress=False))
     assert result.metrics["derivatives"] == "hutchinson"
+    # a network with one hidden layer keeps the exact Laplacian at any d (it costs one forward pass)
+    torch.manual_seed(0)
+    result = solve(problem, MLP(d, width=8, depth=1), TrainConfig(steps=2, n_interior=32, n_boundary=16, n_test=200,
+                                                                 progress=False))
+    assert result.metrics["derivatives"] == "auto"
