@@ -138,8 +138,8 @@ def _solve(args, held: contextlib.ExitStack) -> int:
     from . import distributed
     from .checkpoint import CHECKPOINT, for_rank
     from .derivatives import RANDOM, chosen_operator
-    from .forward_laplacian import one_pass
     from .errors import OutputError
+    from .forward_laplacian import one_pass
     from .nn import count_parameters
     from .outputs import RunLock, TensorBoardLog, check_free_space, new_run_dir, write_history, write_yaml
     from .runtime import StopRequest
