@@ -303,7 +303,8 @@ def load_model(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
     ckpt = load_plain(path, "model", map_location)
     options = dict(ckpt["model"])
     kind = options.pop("kind")
-    model = ModelConfig(kind, options).build(ckpt["in_dim"])
+    by_dim = tuple((int(d0), dict(extra)) for d0, extra in (options.pop("by_dim", None) or {}).items())
+    model = ModelConfig(kind, options, by_dim).build(ckpt["in_dim"])
     # a model.pt from before the output scaling has no output_shift/output_scale: they keep 0 and 1
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     if unexpected or set(missing) - {"output_shift", "output_scale"}:

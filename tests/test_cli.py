@@ -61,6 +61,23 @@ def test_smoke_every_problem(problem, model, tmp_path, monkeypatch):
     assert math.isclose(evaluate(net, EvalSet.build(prob, 400))["rel_l2"], m["rel_l2"], rel_tol=1e-5)
 
 
+def test_default_config_by_dimension_reloads(tmp_path, monkeypatch):
+    """The default config changes the network's shape from d = 10 on (model.by_dim): the saved
+    model reloads with that shape and reproduces the reported error."""
+    monkeypatch.chdir(ROOT)
+    from mscalednn import count_parameters
+    from mscalednn.forward_laplacian import one_pass
+    from mscalednn.metrics import EvalSet, evaluate
+    for problem, one_layer in (("poisson5d_product", False), ("poisson10d", True)):
+        out = tmp_path / problem
+        assert main(["solve", f"problems/{problem}.yaml", "--out", str(out), *FAST]) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        net = load_model(out)
+        assert count_parameters(net) == m["params"] and one_pass(net) is one_layer
+        prob, _ = load_problem(ROOT / "problems" / f"{problem}.yaml")
+        assert math.isclose(evaluate(net, EvalSet.build(prob, 400))["rel_l2"], m["rel_l2"], rel_tol=1e-5)
+
+
 def test_seed_and_set_are_applied(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     outs = []
