@@ -22,14 +22,15 @@ def budget_fraction(steps: int, time_limit: float | None, step: int, train_time:
 
 class BudgetBar:
     """A tqdm bar over 0-100% of the budget, with the step count and the latest losses/errors
-    after it. ``enabled=False``: nothing is shown."""
+    after it. ``enabled=False``: nothing is shown; nor where stderr is not a terminal (a log file
+    would fill with the bar's carriage-return updates)."""
 
     def __init__(self, steps: int, time_limit: float | None, step: int = 0, train_time: float = 0.0,
                  enabled: bool = True):
         self.steps, self.time_limit = steps, time_limit
         budget = (f"{time_limit:g} s or {steps:,} steps" if time_limit else f"{steps:,} steps")
         start = 100.0 * budget_fraction(steps, time_limit, step, train_time)
-        self.bar = tqdm(total=100.0, initial=start, disable=not enabled, dynamic_ncols=True, leave=False,
+        self.bar = tqdm(total=100.0, initial=start, disable=None if enabled else True, dynamic_ncols=True, leave=False,
                         desc=f"budget {budget}", unit="%",
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
         self.values: dict[str, str] = {}

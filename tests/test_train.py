@@ -1,7 +1,9 @@
 """Training-loop pieces: schedules, seeding, divergence."""
 
 import copy
+import io
 import math
+import sys
 
 import pytest
 import torch
@@ -86,6 +88,14 @@ def test_progress_bar_follows_the_budget_that_ends_the_run(monkeypatch):
     10^9 steps (which showed 0% and an ETA of thousands of hours)."""
     assert budget_fraction(100, None, 25, 99.0) == 0.25
     assert budget_fraction(10**9, 60.0, 25, 15.0) == 0.25 and budget_fraction(100, 60.0, 50, 15.0) == 0.5
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert BudgetBar(10**9, 2.0).bar.disable  # stderr not a terminal: no bar (a log file stays clean)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
     bar = BudgetBar(10**9, 2.0)
     bar.update(8, 1.0, loss=0.5)
     text = str(bar.bar)
