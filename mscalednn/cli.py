@@ -140,10 +140,10 @@ def _solve(args, held: contextlib.ExitStack) -> int:
     from .derivatives import RANDOM, chosen_operator
     from .errors import OutputError
     from .forward_laplacian import one_pass
-    from .nn import count_parameters
-    from .outputs import RunLock, TensorBoardLog, check_free_space, new_run_dir, write_history, write_yaml
+    from .nn import Piecewise, count_parameters
+    from .outputs import RunLock, TensorBoardLog, check_free_space, model_record, new_run_dir, write_history, write_yaml
     from .runtime import StopRequest
-    from .train import Checkpointing, chosen_loss, seed_everything, solve
+    from .train import Checkpointing, build_network, check_piecewise, chosen_loss, seed_everything, solve
 
     main_rank = distributed.launched_rank() == 0
     if main_rank and args.resume is not None and (Path(args.resume) / CHECKPOINT).is_file():
@@ -154,7 +154,10 @@ def _solve(args, held: contextlib.ExitStack) -> int:
     if resume is not None:
         for_rank(resume, world.rank, world.size)  # as many processes as wrote it: refused before anything runs
     seed_everything(run.train.seed)
-    model = run.model.build(problem.dim)
+    loss, why = chosen_loss(run.train, problem)
+    model = build_network(run.model, run.train, problem)
+    interface = isinstance(model, Piecewise)
+    check_piecewise(model, dataclasses.replace(run.train, loss=loss), problem)  # before anything is written
     params = count_parameters(model)
     resolved = {"problem": problem_spec, **run.to_dict(), "source": source}
     # weights + Adam's two moments, in the checkpoint, its temporary copy and model.pt, + plots
@@ -169,19 +172,18 @@ def _solve(args, held: contextlib.ExitStack) -> int:
         else:
             check_free_space(out, need)
         what = (f"resuming at step {resume['step']} of" if resume else "up to") + f" {run.train.steps} steps"
-        loss, why = chosen_loss(run.train, problem)
         operator = chosen_operator(run.train.derivatives, loss, problem.dim, run.train.probes, one_pass(model))
-        print(f"mscale: {problem.name} (d={problem.dim}) with {run.model.kind} ({params} parameters), "
+        print(f"mscale: {problem.name} (d={problem.dim}) with {run.model.kind}{' x 2 (one per side of the interface)' if interface else ''} ({params} parameters), "
               f"{loss} loss{f' ({why})' if why != 'set' and problem.operator.a is not None else ''}"
+              f"{' with interface conditions' if interface else ''}"
               f"{f' (Laplacian: {operator} estimate)' if operator in RANDOM else ''}, "
               f"config {source['model'] or 'built-in defaults'}, {what}"
               + (f" or {run.train.time_limit:g} s" if run.train.time_limit else "")
               + (f", {world.size} processes" if world.size > 1 else "") + f" -> {out}", file=sys.stderr)
-        _compile_note(dataclasses.replace(run.train, loss=loss))
+        _compile_note(dataclasses.replace(run.train, loss=loss), interface)
     out = world.broadcast(out)
     problem = _with_reference(problem, out, world)
-    checkpoint = Checkpointing(out / CHECKPOINT, {"model": run.model.to_dict(), "in_dim": problem.dim,
-                                                  "config": resolved})
+    checkpoint = Checkpointing(out / CHECKPOINT, {**model_record(model, run.model, problem.dim), "config": resolved})
     hooks = []
     if world.is_main:
         hooks.append(lambda s: s.evaluated and write_history(out / "history.csv", s.history))
@@ -222,11 +224,11 @@ def _with_reference(problem, out: Path, world):
     return problem.with_reference(reference)
 
 
-def _compile_note(train) -> None:
+def _compile_note(train, piecewise: bool = False) -> None:
     """One line on what ``train.compile: auto`` decided (nothing when it is set)."""
     from .train import compile_decision, resolve_device
     if train.compile == "auto":
-        on, why = compile_decision(train, resolve_device(train.device))
+        on, why = compile_decision(train, resolve_device(train.device), piecewise)
         print(f"mscale: torch.compile {'on' if on else 'off'} ({why})"
               + ("; the first step compiles, 10-20 s" if on else ""), file=sys.stderr)
 

@@ -37,7 +37,7 @@ from .frequency import FrequencyMonitor
 from .nn import count_parameters
 from .outputs import save_checkpoint, write_atomic, write_history, write_json
 from .problem import PoissonProblem
-from .train import seed_everything, solve
+from .train import build_network, seed_everything, solve
 
 ERRORS = ("rel_l2", "rel_max", "rel_h1")
 
@@ -101,7 +101,7 @@ def run_contender(problem: PoissonProblem, contender: Contender, seed: int, out:
     """Train one contender with one seed; write its run files under ``out``; return its record."""
     train = dataclasses.replace(contender.run.train, seed=seed)
     seed_everything(seed)
-    model = contender.run.model.build(problem.dim)
+    model = build_network(contender.run.model, train, problem)
     monitor = FrequencyMonitor(problem, directions=directions)
     result = solve(problem, model, train, hooks=[monitor])
     monitor.finish(result.model, result.metrics["steps"], result.metrics["train_time_s"])

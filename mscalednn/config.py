@@ -34,7 +34,7 @@ import yaml
 
 from .errors import ConfigError, ExpressionError, MscaleError, ProblemError, short_repr
 from .expr import check_params, did_you_mean, parse_expression
-from .nn import MLP, AdaptiveMscaleDNN, MscaleDNN, count_parameters
+from .nn import MLP, AdaptiveMscaleDNN, MscaleDNN, Piecewise, count_parameters
 from .derivatives import value_and_grad
 from .geometry import Ball, Box, Difference, Geometry, Intersection, Shell, Union
 from .conditions import KINDS, Condition
@@ -107,6 +107,7 @@ class TrainConfig:
     lbfgs_iterations: Annotated[int, Range(1, 10**4)] = 20
     damping: Annotated[float, Range(1e-12, 1e4)] = 1e-4
     ema: Annotated[float, Range(0.0, 0.9999, lo_open=True)] | None = None
+    interface_weights: tuple[Annotated[float, Range(0.0)], Annotated[float, Range(0.0)]] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,11 @@ class ModelConfig:
                 merged.update(extra)
         return merged
 
-    def build(self, in_dim: int):
-        """A new network for inputs of dimension ``in_dim``."""
+    def build(self, in_dim: int, interface: Geometry | None = None):
+        """A new network for inputs of dimension ``in_dim``; with an ``interface`` shape, two of
+        them, one inside it and one outside (:class:`mscalednn.nn.Piecewise`)."""
+        if interface is not None:
+            return Piecewise(self.build(in_dim), self.build(in_dim), interface)
         return MODELS[self.kind](in_dim=in_dim, **self.options_for(in_dim))
 
     def to_dict(self) -> dict:
@@ -401,6 +405,7 @@ class ProblemSpec:
     g: str | float | None = None
     boundary: dict[str, Any] | None = None
     reference: Any = None
+    interface: Any = None
 
     def expression(self, text: str | float | None, path: str):
         if text is None:
@@ -437,11 +442,27 @@ class ProblemSpec:
         u = self.expression(self.exact, "exact")
         conditions = self.conditions(domain, op)
         parts = {"operator": op, "source": self.expression(self.f, "f"), "boundary": self.expression(self.g, "g"),
-                 "conditions": conditions}
+                 "conditions": conditions, "interface": self.interface_shape(op)}
         try:
-            return PoissonProblem.on(domain, u, self.name, self.description, **parts, reference=reference)
+            problem = PoissonProblem.on(domain, u, self.name, self.description, **parts, reference=reference)
         except ValueError as exc:
             raise ConfigError("domain", str(exc)) from None
+        if problem.interface is not None:
+            try:
+                problem.interface_points(16, 0)
+            except ValueError as exc:
+                raise ConfigError("interface", str(exc), self.interface) from None
+        return problem
+
+    def interface_shape(self, op: Operator) -> Geometry | None:
+        """The ``interface:`` section: a shape (as in ``domain:``) whose boundary is where the
+        coefficient a jumps; None without one."""
+        if self.interface is None:
+            return None
+        if not op.jumps:
+            raise ConfigError("interface", "expected a coefficient a (or eps) that jumps, written with where(...): "
+                              "an interface separates its two values", self.interface)
+        return _domain(self.interface, self.dim, "interface")
 
     def reference_points(self, domain: Geometry):
         """The ``reference:`` section: a user's solution at points, ``FILE.npz`` or ``{file: FILE.npz,
@@ -505,6 +526,12 @@ class ProblemSpec:
 
 SHAPES = ("box", "ball", "shell")
 COMBINATIONS = {"difference": Difference, "union": Union, "intersection": Intersection}
+
+
+def read_shape(value: Any, dim: int, path: str = "domain") -> Geometry:
+    """A shape written as in a problem file's ``domain:`` (README, "Problem files"), e.g. what
+    :meth:`mscalednn.geometry.Geometry.spec` returns; ConfigError naming ``path`` if it is not one."""
+    return _domain(value, dim, path)
 
 
 def _domain(value: Any, dim: int, path: str = "domain") -> Geometry:

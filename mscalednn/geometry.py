@@ -270,7 +270,8 @@ def _piece_area(piece: Piece) -> Measure:
 class Geometry:
     """A closed domain in R^d (see the module docstring). Subclasses define ``dim``, ``lo`` /
     ``hi`` (a bounding box), ``contains``, ``interior`` (the open set), ``sample_interior``,
-    ``volume`` and ``pieces`` (boundary pieces with their part names)."""
+    ``volume``, ``pieces`` (boundary pieces with their part names) and ``spec`` (the shape as a
+    problem file writes it: ``{"ball": {...}}``, ``{"difference": [...]}``, ...)."""
 
     dim: int
 
@@ -338,6 +339,10 @@ class Box(Geometry):
     @property
     def dim(self) -> int:
         return len(self.lo)
+
+    def spec(self) -> dict:
+        faces = {f"x{k // 2}_{'hi' if k % 2 else 'lo'}": name for k, name in self.faces}
+        return {"box": {"lo": list(self.lo), "hi": list(self.hi), "name": self.name, **({"faces": faces} if faces else {})}}
 
     def _tol(self) -> np.ndarray:
         return TOL * (np.asarray(self.hi) - np.asarray(self.lo))
@@ -410,6 +415,9 @@ class Ball(_Round):
     def reach(self) -> float:
         return self.radius
 
+    def spec(self) -> dict:
+        return {"ball": {"center": list(self.center), "radius": self.radius, "name": self.name}}
+
     def contains(self, x) -> np.ndarray:
         return self._r(x) <= self.radius * (1 + TOL)
 
@@ -449,6 +457,10 @@ class Shell(_Round):
     def reach(self) -> float:
         return self.outer
 
+    def spec(self) -> dict:
+        return {"shell": {"center": list(self.center), "inner": self.inner, "outer": self.outer,
+                          "inner_name": self.inner_name, "outer_name": self.outer_name}}
+
     def contains(self, x) -> np.ndarray:
         r = self._r(x)
         return (r >= self.inner * (1 - TOL)) & (r <= self.outer * (1 + TOL))
@@ -483,6 +495,9 @@ class _Combination(Geometry):
     @property
     def dim(self) -> int:
         return self.a.dim
+
+    def spec(self) -> dict:
+        return {type(self).__name__.lower(): [self.a.spec(), self.b.spec()]}
 
     def _estimate(self, share_of: Geometry, keep: Callable, scale: float) -> Measure:
         """scale x the share of MC_POINTS uniform points of ``share_of`` that ``keep`` accepts."""

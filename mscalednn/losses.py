@@ -6,6 +6,10 @@
 * ritz (Deep Ritz, variational):
       L = |Omega| mean_interior e(u) + beta * |boundary| mean_boundary (u - g)^2,
   e(u) = 1/2 a |grad u|^2 + 1/2 c u^2 + kappa^2 (cosh u - 1) - f u (1/2 |grad u|^2 - f u for -Laplace)
+* residual with interface conditions (a coefficient that jumps across an interface S, one
+  network on each side, :class:`mscalednn.nn.Piecewise`): the residual loss, each network's
+  residual on its own side, plus
+      w_u mean_S (u_in - u_out)^2 + w_f mean_S (a_in du_in/dn - a_out du_out/dn)^2
 """
 
 from __future__ import annotations
@@ -60,3 +64,11 @@ def boundary_terms(u_b: torch.Tensor, du_dn: torch.Tensor, data: torch.Tensor, r
     penalty = torch.where(dirichlet, r.square(), torch.zeros_like(r)).mean()
     natural = torch.where(dirichlet, torch.zeros_like(r), a * (0.5 * alpha * u_b.square() - g * u_b)).mean()
     return weight * penalty, weight * natural
+
+
+def interface_terms(u_in: torch.Tensor, grad_in: torch.Tensor, u_out: torch.Tensor, grad_out: torch.Tensor,
+                    normal: torch.Tensor, a_in: torch.Tensor, a_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (u_in - u_out)^2, mean (a_in du_in/dn - a_out du_out/dn)^2) on interface points: the
+    continuity of u and of the flux a du/dn that the strong form needs across a jump of a."""
+    flux_in, flux_out = a_in * (grad_in * normal).sum(dim=1), a_out * (grad_out * normal).sum(dim=1)
+    return (u_in - u_out).square().mean(), (flux_in - flux_out).square().mean()

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import yaml
 
-from .config import ModelConfig
+from .config import ModelConfig, read_shape
+from .nn import Piecewise
 from .errors import ConfigError, OutputError
 
 
@@ -237,10 +238,17 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def model_record(model: torch.nn.Module, model_config: ModelConfig, in_dim: int) -> dict:
+    """What :func:`load_model` needs besides the weights to rebuild ``model``: its config, the
+    input dimension and, for a network per side of an interface, the interface's shape."""
+    shape = {"interface": model.shape.spec()} if isinstance(model, Piecewise) else {}
+    return {"model": model_config.to_dict(), "in_dim": in_dim, **shape}
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, model_config: ModelConfig, in_dim: int,
                     extra: dict | None = None) -> None:
     """A checkpoint that :func:`load_model` turns back into the network with one call."""
-    write_torch(path, {"model": model_config.to_dict(), "in_dim": in_dim,
+    write_torch(path, {**model_record(model, model_config, in_dim),
                        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                        **(extra or {})})
 
@@ -296,7 +304,8 @@ def load_plain(path: Path, what: str, map_location: str = "cpu") -> dict:
 
 def load_model(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
     """The trained network saved in a model file (``model.pt``), a checkpoint (``checkpoint.pt``)
-    or a run directory."""
+    or a run directory (a :class:`mscalednn.nn.Piecewise` pair where the run trained one network
+    per side of an interface)."""
     path = Path(path)
     if path.is_dir():  # the final model, else the last checkpoint of an unfinished run
         path = path / "model.pt" if (path / "model.pt").exists() else path / "checkpoint.pt"
@@ -304,7 +313,8 @@ def load_model(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
     options = dict(ckpt["model"])
     kind = options.pop("kind")
     by_dim = tuple((int(d0), dict(extra)) for d0, extra in (options.pop("by_dim", None) or {}).items())
-    model = ModelConfig(kind, options, by_dim).build(ckpt["in_dim"])
+    interface = None if ckpt.get("interface") is None else read_shape(ckpt["interface"], ckpt["in_dim"], "interface")
+    model = ModelConfig(kind, options, by_dim).build(ckpt["in_dim"], interface)
     # a model.pt from before the output scaling has no output_shift/output_scale: they keep 0 and 1
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     if unexpected or set(missing) - {"output_shift", "output_scale"}:

@@ -53,6 +53,9 @@ class PoissonProblem:
             boundary, or empty: u = g everywhere.
         reference: a computed solution (:class:`mscalednn.reference.Reference`) for a problem
             without ``exact``; the errors are measured against it (:meth:`with_reference`).
+        interface: a shape whose boundary splits Omega where the coefficient a jumps, or None:
+            the residual loss then trains one network inside it and one outside, with the
+            interface conditions (:meth:`interface_points`, :mod:`mscalednn.nn.piecewise`).
     """
 
     exact: Field | None
@@ -66,6 +69,7 @@ class PoissonProblem:
     boundary: Field | None = None
     conditions: tuple[tuple[str, Condition], ...] = ()
     reference: Reference | None = None
+    interface: Geometry | None = None
 
     def __post_init__(self):
         if len(self.lo) != len(self.hi) or not self.lo:
@@ -74,6 +78,8 @@ class PoissonProblem:
             raise ValueError(f"every lo must be below hi, got lo={self.lo}, hi={self.hi}")
         if self.domain is not None and self.domain.dim != len(self.lo):
             raise ValueError(f"the domain has dimension {self.domain.dim}, the box {len(self.lo)}")
+        if self.interface is not None and self.interface.dim != len(self.lo):
+            raise ValueError(f"the interface has dimension {self.interface.dim}, the domain {len(self.lo)}")
         if self.exact is None and (self.source is None or (self.boundary is None and not self.conditions)):
             raise ValueError("without an exact solution, give the source f and the boundary data g")
         if self.conditions:
@@ -139,6 +145,23 @@ class PoissonProblem:
             return box_points(self.lo, self.hi, n, generator)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         return torch.as_tensor(self.domain.sample_interior(n, np.random.default_rng(seed)))
+
+    def interface_points(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n points of the interface (the part of the ``interface`` shape's boundary inside
+        Omega), uniform by surface measure, and the unit normals there pointing out of the
+        shape, both [n, d] float64; drawn from ``seed`` alone (the same points on every call).
+        ValueError where the shape's boundary does not pass through Omega."""
+        rng = np.random.default_rng([seed, 0x1F7E])
+        shape, kept, drawn = self.interface, [], 0
+        while sum(len(k) for k in kept) < n:
+            x = shape.sample_boundary(max(n, 1024), rng)
+            drawn += len(x)
+            kept.append(x[self.geometry.interior(x)])
+            if drawn >= 64 * max(n, 1024) and sum(len(k) for k in kept) < n:
+                raise ValueError("expected an interface shape whose boundary passes through the domain (of "
+                                 f"{drawn} points drawn on it, {sum(len(k) for k in kept)} lie inside)")
+        x = np.concatenate(kept)[:n]
+        return torch.as_tensor(x), torch.as_tensor(shape.boundary_normal(x))
 
     @property
     def face_areas(self) -> tuple[float, ...]:

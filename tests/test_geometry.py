@@ -207,3 +207,15 @@ def test_problem_files_state_domains():
     assert holes.volume == pytest.approx(1 - math.pi * sum(r * r for r in radii), rel=0.01)
     box, _ = load_problem(root / "poisson10d.yaml")
     assert box.is_box and box.domain is None
+
+
+def test_every_shape_written_back_as_a_problem_file_spec_reads_as_the_same_shape():
+    """``spec()`` (what a saved model keeps of its interface) reads back through the problem
+    file's parser as an equal shape, for each primitive and each combination."""
+    from mscalednn.config import read_shape
+    shapes = [Box((0, 0), (1, 2), "walls", ((0, "left"), (3, "top"))), Ball((0.1, 0.2), 0.5, "b"),
+              Shell((0, 0), 0.3, 1.0, "i", "o"),
+              Box((0, 0), (1, 1)) - Ball((0.5, 0.5), 0.2, "hole") - Ball((0.2, 0.2), 0.1, "h2"),
+              Ball((0, 0), 1) | Ball((1, 0), 1), Ball((0, 0), 1) & Box((0, -1), (2, 1))]
+    for shape in shapes:
+        assert read_shape(shape.spec(), 2, "interface") == shape

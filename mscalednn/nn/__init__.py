@@ -5,8 +5,9 @@ from .adaptive import AdaptiveMscaleDNN, PlaneWaves
 from .layers import DenseStack, FourierFeatures
 from .mlp import MLP
 from .mscale import MscaleDNN, make_scales
+from .piecewise import Piecewise
 
-__all__ = ["ACTIVATIONS", "AdaptiveMscaleDNN", "DenseStack", "FourierFeatures", "MLP", "MscaleDNN", "Phi", "PlaneWaves", "S2ReLU",
+__all__ = ["ACTIVATIONS", "AdaptiveMscaleDNN", "DenseStack", "FourierFeatures", "MLP", "MscaleDNN", "Phi", "Piecewise", "PlaneWaves", "S2ReLU",
            "SReLU", "Sin", "get_activation", "make_scales", "count_parameters"]
 
 
