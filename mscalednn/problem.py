@@ -152,14 +152,15 @@ class PoissonProblem:
         shape, both [n, d] float64; drawn from ``seed`` alone (the same points on every call).
         ValueError where the shape's boundary does not pass through Omega."""
         rng = np.random.default_rng([seed, 0x1F7E])
-        shape, kept, drawn = self.interface, [], 0
-        while sum(len(k) for k in kept) < n:
-            x = shape.sample_boundary(max(n, 1024), rng)
-            drawn += len(x)
-            kept.append(x[self.geometry.interior(x)])
-            if drawn >= 64 * max(n, 1024) and sum(len(k) for k in kept) < n:
+        shape, domain, batch = self.interface, self.geometry, max(n, 1024)
+        kept, found, drawn = [], 0, 0
+        while found < n:
+            if drawn >= 64 * batch:
                 raise ValueError("expected an interface shape whose boundary passes through the domain (of "
-                                 f"{drawn} points drawn on it, {sum(len(k) for k in kept)} lie inside)")
+                                 f"{drawn} points drawn on it, {found} lie inside)")
+            x = shape.sample_boundary(batch, rng)
+            kept.append(x[domain.interior(x)])
+            found, drawn = found + len(kept[-1]), drawn + batch
         x = np.concatenate(kept)[:n]
         return torch.as_tensor(x), torch.as_tensor(shape.boundary_normal(x))
 
