@@ -70,6 +70,9 @@ def restore(ckpt: dict, state, sampler, make_phase=None) -> None:
     """Put ``state`` (model, optimizer phase, step, history, batch), the sampler and the global
     random generators back to the checkpoint ``ckpt``; ``make_phase(index)`` builds the optimizer
     of a phase (needed when the checkpoint's phase is not the current one)."""
+    weights = next((t for t in ckpt["state_dict"].values() if t.is_floating_point()), None)
+    if weights is not None:  # a Gauss-Newton phase trains a float32 run's network in float64
+        state.model.to(weights.dtype)
     state.model.load_state_dict(ckpt["state_dict"])
     if ckpt["phase"] != state.phase:
         state.phase, state.optimizer = ckpt["phase"], make_phase(ckpt["phase"])

@@ -143,7 +143,8 @@ def _solve(args, held: contextlib.ExitStack) -> int:
     from .nn import Piecewise, count_parameters
     from .outputs import RunLock, TensorBoardLog, check_free_space, model_record, new_run_dir, write_history, write_yaml
     from .runtime import StopRequest
-    from .train import Checkpointing, build_network, check_piecewise, chosen_loss, seed_everything, solve
+    from .train import (Checkpointing, build_network, check_piecewise, chosen_loss, optimizer_schedule,
+                        seed_everything, solve)
 
     main_rank = distributed.launched_rank() == 0
     if main_rank and args.resume is not None and (Path(args.resume) / CHECKPOINT).is_file():
@@ -158,6 +159,7 @@ def _solve(args, held: contextlib.ExitStack) -> int:
     model = build_network(run.model, run.train, problem)
     interface = isinstance(model, Piecewise)
     check_piecewise(model, dataclasses.replace(run.train, loss=loss), problem)  # before anything is written
+    optimizers = optimizer_schedule(dataclasses.replace(run.train, loss=loss), problem, model, world.size)[1]
     params = count_parameters(model)
     resolved = {"problem": problem_spec, **run.to_dict(), "source": source}
     # weights + Adam's two moments, in the checkpoint, its temporary copy and model.pt, + plots
@@ -181,6 +183,8 @@ def _solve(args, held: contextlib.ExitStack) -> int:
               + (f" or {run.train.time_limit:g} s" if run.train.time_limit else "")
               + (f", {world.size} processes" if world.size > 1 else "") + f" -> {out}", file=sys.stderr)
         _compile_note(dataclasses.replace(run.train, loss=loss), interface)
+        if run.train.optimizer == "auto":
+            print(f"mscale: optimizer {optimizers}", file=sys.stderr)
     out = world.broadcast(out)
     problem = _with_reference(problem, out, world)
     checkpoint = Checkpointing(out / CHECKPOINT, {**model_record(model, run.model, problem.dim), "config": resolved})

@@ -102,7 +102,7 @@ class TrainConfig:
     checkpoint_every: Count = 500
     max_retries: Annotated[int, Range(0)] = 3
     retry_lr_factor: Annotated[float, Range(0.0, 1.0, lo_open=True)] = 0.5
-    optimizer: OptimizerName | Annotated[tuple[Phase, ...], Length(1)] = "adam"
+    optimizer: Literal["auto", "adam", "lbfgs", "gauss_newton"] | Annotated[tuple[Phase, ...], Length(1)] = "adam"
     scale_output: bool = True
     lbfgs_iterations: Annotated[int, Range(1, 10**4)] = 20
     damping: Annotated[float, Range(1e-12, 1e4)] = 1e-4
@@ -354,7 +354,7 @@ def _model_options(kind: str, given: dict, path: str, only: dict | None = None) 
 
 def _check_phases(train: TrainConfig) -> None:
     """Phases end in increasing order, the last at 1."""
-    phases = (Phase(train.optimizer),) if isinstance(train.optimizer, str) else train.optimizer
+    phases = (Phase("adam"),) if isinstance(train.optimizer, str) else train.optimizer
     for i, (a, b) in enumerate(zip(phases, phases[1:])):
         if not a.until < b.until:
             raise ConfigError(f"train.optimizer[{i + 1}].until", f"expected a share above the previous phase's "

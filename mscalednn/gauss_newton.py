@@ -111,22 +111,35 @@ def damped_step(J: torch.Tensor, R: torch.Tensor | None, damping: float,
     """delta = -(J^T J + lambda I)^-1 J^T R with lambda = damping * mean eigenvalue of the Gram
     matrix, in float64, in the smaller of the parameter and residual spaces; or, given
     ``gradient`` instead of R, delta = -(J^T J + lambda I)^-1 gradient / 2 (parameter space)."""
-    J = J.double()
-    m, P = J.shape
-    gram = J.T @ J if P <= m or R is None else J @ J.T
-    lam = damping * gram.diagonal().mean().clamp_min(1e-300)
-    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    for _ in range(8):  # a Gram that is singular to rounding: more damping
-        factor, info = torch.linalg.cholesky_ex(gram + lam * eye)
-        if int(info) == 0:
-            break
-        lam = lam * 100
-    if R is None:
-        return -torch.cholesky_solve(0.5 * gradient.double()[:, None], factor)[:, 0]
-    R = R.double()
-    if P <= m:
-        return -torch.cholesky_solve((J.T @ R)[:, None], factor)[:, 0]
-    return -J.T @ torch.cholesky_solve(R[:, None], factor)[:, 0]
+    return DampedSolver(J, R, gradient)(damping)
+
+
+class DampedSolver:
+    """:func:`damped_step` for several dampings of one Jacobian: the Gram matrix is formed once
+    (the costly part, m^2 P or m P^2 flops), each damping costs one Cholesky factorisation."""
+
+    def __init__(self, J: torch.Tensor, R: torch.Tensor | None, gradient: torch.Tensor | None = None):
+        self.J = J.double()
+        self.R = None if R is None else R.double()
+        self.gradient = None if gradient is None else gradient.double()
+        m, P = self.J.shape
+        self.parameter_space = P <= m or R is None
+        self.gram = self.J.T @ self.J if self.parameter_space else self.J @ self.J.T
+        self.scale = self.gram.diagonal().mean().clamp_min(1e-300)
+
+    def __call__(self, damping: float) -> torch.Tensor:
+        lam = damping * self.scale
+        eye = torch.eye(self.gram.shape[0], dtype=self.gram.dtype, device=self.gram.device)
+        for _ in range(8):  # a Gram that is singular to rounding: more damping
+            factor, info = torch.linalg.cholesky_ex(self.gram + lam * eye)
+            if int(info) == 0:
+                break
+            lam = lam * 100
+        if self.R is None:
+            return -torch.cholesky_solve(0.5 * self.gradient[:, None], factor)[:, 0]
+        if self.parameter_space:
+            return -torch.cholesky_solve((self.J.T @ self.R)[:, None], factor)[:, 0]
+        return -self.J.T @ torch.cholesky_solve(self.R[:, None], factor)[:, 0]
 
 
 class LocalModel(NamedTuple):
@@ -149,8 +162,8 @@ class GaussNewton:
     [1e-12, 1e4]; the step taken is the best of the line search (none if no step lowers the loss).
     """
 
-    def __init__(self, params: list[torch.Tensor], damping: float = 1e-4, halvings: int = 10):
-        self.params, self.damping, self.halvings = list(params), damping, halvings
+    def __init__(self, params: list[torch.Tensor], damping: float = 1e-4, halvings: int = 10, retries: int = 3):
+        self.params, self.damping, self.halvings, self.retries = list(params), damping, halvings, retries
 
     def _vector(self) -> torch.Tensor:
         return torch.cat([p.detach().reshape(-1) for p in self.params])
@@ -159,30 +172,51 @@ class GaussNewton:
         with torch.no_grad():
             torch.nn.utils.vector_to_parameters(vector.to(self.params[0].dtype), self.params)
 
-    def step(self, local: Callable[[], LocalModel], loss_at: Callable[[], float], max_step: float = 1.0) -> float:
-        """One step; the line search tries eta = max_step * 2^-k. Returns the loss after it."""
+    def step(self, local: Callable[[], LocalModel], loss_at: Callable[[], float], max_step: float = 1.0,
+             fit_loss_at: Callable[[], float] | None = None) -> tuple[float, float]:
+        """One step; the line search tries eta = max_step * 2^-k and keeps the best by ``loss_at``.
+
+        ``fit_loss_at``: the loss on the points of ``local`` where ``loss_at`` measures on others
+        (fresh points: a step that fits only its own points lowers nothing there and is not
+        taken); the damping follows how much of the decrease the local model predicted the step
+        achieved on its own points (rho). Where rho < 1/4 the step is solved again with 10x the
+        damping (the same Jacobian and Gram), up to ``retries`` times, and the best of all is
+        taken. Returns ``loss_at`` before and after the step."""
         model = local()
-        start, loss0 = self._vector(), model.loss
-        delta = damped_step(model.J, model.R, self.damping, model.gradient)
-        Jd = model.J.double() @ delta
-        slope = 2 * float(model.R.double() @ Jd) if model.R is not None else float(model.gradient.double() @ delta)
-        losses = []
-        for k in range(self.halvings + 1):  # eta = 1, 1/2, ..., 2^-halvings (times max_step): the best
-            self._set(start.double() + max_step * 0.5 ** k * delta)
-            loss = loss_at()
-            losses.append(loss if math.isfinite(loss) else math.inf)
-        best = min(losses)
-        eta = max_step * 0.5 ** losses.index(best) if best < loss0 else 0.0
-        self._set(start.double() + eta * delta)
-        # the damping follows the step taken: how much of the decrease that the local model
-        # predicted it achieved
-        predicted = -(eta * slope + eta ** 2 * float(Jd.square().sum()))
-        rho = (loss0 - best) / predicted if eta > 0 and predicted > 0 else -1.0
+        start, loss0 = self._vector().double(), loss_at()
+        fit_loss_at = fit_loss_at or loss_at
+        fit0 = model.loss if fit_loss_at is not loss_at else loss0
+        solver = DampedSolver(model.J, model.R, model.gradient)
+        best, chosen, damping = (loss0, 0.0, -1.0, self.damping), None, self.damping  # (loss, eta, rho, damping)
+        for _ in range(self.retries + 1):
+            delta = solver(damping)
+            Jd = solver.J @ delta
+            slope = 2 * float(solver.R @ Jd) if solver.R is not None else float(solver.gradient @ delta)
+            losses = []
+            for k in range(self.halvings + 1):  # eta = 1, 1/2, ..., 2^-halvings (times max_step): the best
+                self._set(start + max_step * 0.5 ** k * delta)
+                loss = loss_at()
+                losses.append(loss if math.isfinite(loss) else math.inf)
+            low = min(losses)
+            eta = max_step * 0.5 ** losses.index(low)
+            self._set(start + eta * delta)
+            fit = low if fit_loss_at is loss_at else fit_loss_at()
+            predicted = -(eta * slope + eta ** 2 * float(Jd.square().sum()))
+            rho = (fit0 - fit) / predicted if predicted > 0 and math.isfinite(fit) else -1.0
+            if low < best[0]:
+                best, chosen = (low, eta, rho, damping), delta
+            if rho >= 0.25:
+                break
+            damping = min(damping * 10, 1e4)
+        loss, eta, rho, damping = best
+        self._set(start if chosen is None else start + eta * chosen)
         if rho < 0.25:
-            self.damping = min(self.damping * 4, 1e4)
+            self.damping = min(damping * 4, 1e4)
         elif rho > 0.75:
-            self.damping = max(self.damping / 2, 1e-12)
-        return min(best, loss0)
+            self.damping = max(damping / 2, 1e-12)
+        else:
+            self.damping = damping
+        return loss0, loss
 
     def state_dict(self) -> dict:
         return {"damping": self.damping}

@@ -94,8 +94,10 @@ class Objective:
         return interior + beta * bc, interior, bc
 
     def terms(self, batch: tuple) -> tuple[float, float]:
-        """(interior, boundary) at the current parameters, without a backward pass."""
-        x_in, x_bd, f, g = batch
+        """(interior, boundary) at the current parameters, without a backward pass (on the batch
+        in the network's dtype: a Gauss-Newton phase trains a float32 run's network in float64)."""
+        dtype = next(self.model.parameters()).dtype
+        x_in, x_bd, f, g = (t.to(dtype) for t in batch)
         n = x_in.shape[0]
         interior = sum(self.interior_plain(xs, fs).detach() * (xs.shape[0] / n)
                        for xs, fs in zip(torch.split(x_in, self.chunk), torch.split(f, self.chunk)))
@@ -155,56 +157,113 @@ class LBFGSPhase(_TorchPhase):
 
 
 class GaussNewtonPhase:
-    fixed_points, scheduled = False, False
+    """Gauss-Newton steps, each fitted to the previous step's points and measured on the current
+    ones: the Jacobian and the damped solve use the points of step k - 1, the line search (and
+    the damping's ratio of actual to predicted decrease) the fresh points of step k. Where the
+    points are too few for the network (high dimension), a step fits its own points and lowers
+    nothing on others: it is not taken and the damping grows. The phase's first step only keeps
+    its points.
 
-    def __init__(self, objective: Objective, damping: float = 1e-4):
-        self.objective = objective
+    The phase trains in float64: a float32 network is converted when the phase starts (its
+    steps reach errors that float32 weights cannot hold: rel L2 ~2e-6 against a float32 floor
+    near 1e-5 on poisson1d_multiscale) and stays float64 after it.
+
+    With a ``fallback`` (an Adam phase: a Gauss-Newton phase after Adam), the phase hands back to
+    it for the rest of its share of the budget when neither of its first two steps lowered the
+    loss on the fresh points by ``PROBE_GAIN`` (1%), with the network in the run's dtype again;
+    from then on it takes the learning-rate schedule (``scheduled``) and ``gave_up`` is set."""
+
+    fixed_points = False
+    PROBE_GAIN, PROBE_STEPS = 0.01, 2
+
+    def __init__(self, objective: Objective, dtype: torch.dtype, damping: float = 1e-4,
+                 fallback: AdamPhase | None = None):
+        self.objective, self.fallback = objective, fallback
+        self.dtype = dtype  # the run's
         self.gn = GaussNewton([p for p in objective.model.parameters() if p.requires_grad], damping)
+        self.fit: tuple | None = None  # the previous step's batch (float64)
+        self.gains: list[float] = []  # the relative decrease of each step on fresh points
+        self.gave_up = False
+
+    @property
+    def scheduled(self) -> bool:
+        return self.gave_up
 
     def step(self, batch, lr, beta):
-        x_in, x_bd, f, g = batch
-        o, n_in, before = self.objective, x_in.shape[0], {}
+        if self.gave_up:
+            return self.fallback.step(batch, lr, beta)
+        o, fit = self.objective, self.fit
+        o.model.double()
+        batch = self.fit = tuple(t.double() for t in batch)
+        now = {}
 
-        def residuals() -> LocalModel:
-            R, J = residual_jacobian(o.model, x_in, f, x_bd, g, beta * o.bc_weight)
-            interior, bc = R[:n_in].double().square().sum(), R[n_in:].double().square().sum() / beta
-            before.update(interior=interior, bc=bc)
-            return LocalModel(float(interior + beta * bc), J, R=R)
-
-        def energy() -> LocalModel:  # the Ritz loss: its gradient, and the energy Gram's rows
-            for p in self.gn.params:
-                p.grad = None
-            loss, interior, bc = o.backward(batch, beta)
-            before.update(interior=interior.double(), bc=bc.double())
-            gradient = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1)
-                                  for p in self.gn.params])
-            for p in self.gn.params:
-                p.grad = None
-            J = energy_jacobian(o.model, x_in, x_bd, o.volume, beta * o.bc_weight)
-            return LocalModel(float(loss), J, gradient=gradient)
-
-        def loss_at() -> float:
+        def loss_at() -> float:  # on this step's points, which the fit has not seen
             interior, bc = o.terms(batch)
+            now.setdefault("terms", (interior, bc))
             return interior + beta * bc
 
-        self.gn.step(residuals if o.volume is None else energy, loss_at, max_step=lr)
-        dtype = x_in.dtype
-        interior, bc = before["interior"].to(dtype), before["bc"].to(dtype)
+        if fit is None:
+            loss_at()
+        else:
+            x_in, x_bd, f, g = fit
+
+            def residuals() -> LocalModel:
+                R, J = residual_jacobian(o.model, x_in, f, x_bd, g, beta * o.bc_weight)
+                return LocalModel(float(R.double().square().sum()), J, R=R)
+
+            def energy() -> LocalModel:  # the Ritz loss: its gradient, and the energy Gram's rows
+                for p in self.gn.params:
+                    p.grad = None
+                loss = o.backward(fit, beta)[0]
+                gradient = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1)
+                                      for p in self.gn.params])
+                for p in self.gn.params:
+                    p.grad = None
+                J = energy_jacobian(o.model, x_in, x_bd, o.volume, beta * o.bc_weight)
+                return LocalModel(float(loss), J, gradient=gradient)
+
+            def fit_loss_at() -> float:
+                interior, bc = o.terms(fit)
+                return interior + beta * bc
+
+            before, after = self.gn.step(residuals if o.volume is None else energy, loss_at, lr, fit_loss_at)
+            self.gains.append(1.0 - after / before if before > 0 else 0.0)
+            if (self.fallback is not None and len(self.gains) == self.PROBE_STEPS
+                    and max(self.gains) < self.PROBE_GAIN):
+                self.gave_up = True
+                o.model.to(self.dtype)
+        interior, bc = (torch.tensor(v, dtype=self.dtype, device=batch[0].device) for v in now["terms"])
         return interior + beta * bc, interior, bc
 
     def state_dict(self) -> dict:
-        return self.gn.state_dict()
+        return {**self.gn.state_dict(), "fit": self.fit, "gains": list(self.gains), "gave_up": self.gave_up,
+                "fallback": None if self.fallback is None else self.fallback.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.gn.load_state_dict(state)
+        device = next(self.objective.model.parameters()).device
+        self.fit = None if state.get("fit") is None else tuple(t.to(device) for t in state["fit"])
+        self.gains, self.gave_up = list(state.get("gains", [])), bool(state.get("gave_up", False))
+        if self.fallback is not None and state.get("fallback") is not None:
+            self.fallback.load_state_dict(state["fallback"])
+            for moments in self.fallback.optimizer.state.values():  # cast to the parameters' dtype (float64
+                for k, v in moments.items():  # here): Adam's is the run's
+                    if k != "step" and torch.is_tensor(v) and v.is_floating_point():
+                        moments[k] = v.to(self.dtype)
 
 
-def make_phase(name: str, objective: Objective, config) -> AdamPhase | LBFGSPhase | GaussNewtonPhase:
-    """The phase ``name`` for the model in ``objective``, with the options of ``config``."""
+def make_phase(name: str, objective: Objective, config, index: int = 0,
+               previous=None) -> AdamPhase | LBFGSPhase | GaussNewtonPhase:
+    """The phase ``name`` for the model in ``objective``, with the options of ``config``, as the
+    phase number ``index`` of the run; ``previous``: the phase before it where it is at hand. A
+    Gauss-Newton phase after another hands back to Adam where it does not pay: to ``previous``
+    itself where that is Adam (its moments kept), else to a fresh Adam."""
     if name == "adam":
         return AdamPhase(objective, config.lr)
     if name == "lbfgs":
         return LBFGSPhase(objective, config.lbfgs_iterations)
     if name == "gauss_newton":
-        return GaussNewtonPhase(objective, config.damping)
+        fallback = (None if index == 0 else previous if isinstance(previous, AdamPhase)
+                    else AdamPhase(objective, config.lr))
+        return GaussNewtonPhase(objective, getattr(torch, config.dtype), config.damping, fallback)
     raise ValueError(f"optimizer must be one of {', '.join(NAMES)}, got {name!r}")

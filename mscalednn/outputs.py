@@ -315,12 +315,13 @@ def load_model(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
     by_dim = tuple((int(d0), dict(extra)) for d0, extra in (options.pop("by_dim", None) or {}).items())
     interface = None if ckpt.get("interface") is None else read_shape(ckpt["interface"], ckpt["in_dim"], "interface")
     model = ModelConfig(kind, options, by_dim).build(ckpt["in_dim"], interface)
+    model.to(getattr(torch, ckpt.get("dtype", "float32")))  # before the weights: no rounding on the way
     # a model.pt from before the output scaling has no output_shift/output_scale: they keep 0 and 1
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     if unexpected or set(missing) - {"output_shift", "output_scale"}:
         raise ConfigError("model", "expected the weights of the network its config describes (missing "
                           f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})", str(path))
-    return model.to(getattr(torch, ckpt.get("dtype", "float32"))).eval()
+    return model.eval()
 
 
 def _jsonable(obj):

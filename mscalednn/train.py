@@ -88,10 +88,73 @@ def learning_rate(config: TrainConfig, t: float) -> float:
 
 
 def phases_of(config: TrainConfig) -> list[tuple[str, float]]:
-    """(optimizer name, budget share at which it ends) for each phase of ``train.optimizer``."""
+    """(optimizer name, budget share at which it ends) for each phase of ``train.optimizer``
+    as set (``auto``: see :func:`optimizer_schedule`)."""
     if isinstance(config.optimizer, str):
         return [(config.optimizer, 1.0)]
     return [(p.name, p.until) for p in config.optimizer]
+
+
+# train.optimizer: auto: Adam for AUTO_ADAM_SHARE of the budget, then Gauss-Newton, where it can
+# run, the budget is at least AUTO_GN_MIN_STEPS steps and AUTO_GN_MIN_SECONDS (with a time limit)
+# and the float64 Jacobian of one step's points is at most AUTO_GN_MAX_JACOBIAN bytes (a few
+# seconds a step on 2 cores; measured in benchmarks/RESULTS.md, "Gauss-Newton after Adam")
+AUTO_ADAM_SHARE, AUTO_GN_MIN_STEPS, AUTO_GN_MIN_SECONDS, AUTO_GN_MAX_JACOBIAN = 0.8, 2000, 30.0, 2**30
+
+
+def gauss_newton_obstacle(config: TrainConfig, problem: PoissonProblem, model: torch.nn.Module,
+                          world_size: int = 1) -> tuple[str, str] | None:
+    """Why ``gauss_newton`` cannot train this run (``config.loss``: the loss chosen), as (what
+    was expected, what was got), or None where it can."""
+    size = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for blocked, expected, got in (
+            (isinstance(model, Piecewise), "with an interface (gauss_newton linearises one network's residual, "
+             "without interface conditions)", "gauss_newton"),
+            (world_size > 1, "in a data-parallel run (gauss_newton solves with every point's Jacobian row in one "
+             "process)", f"gauss_newton in {world_size} processes"),
+            (problem.mixed, "for Neumann or Robin conditions (gauss_newton fits u = g on the boundary only)",
+             "gauss_newton"),
+            (not problem.operator.is_laplace, "for an operator other than -Laplace (gauss_newton linearises "
+             "-Laplace u only)", f"gauss_newton on {problem.operator.describe()}"),
+            (not supports(model), "", type(model).__name__),
+            (config.loss == "ritz" and size > MAX_ENERGY_PARAMETERS, "", f"{size} parameters")):
+        if blocked:
+            if not expected:  # the two whose message is not "expected adam or lbfgs ..."
+                return ((f"expected a network of at most {MAX_ENERGY_PARAMETERS} parameters for gauss_newton with "
+                         "the Ritz loss (its P x P energy Gram is formed), or the residual loss")
+                        if got.endswith("parameters") else
+                        "expected a model the forward Laplacian knows (MLP or MscaleDNN) for gauss_newton"), got
+            return f"expected adam or lbfgs {expected}", got
+    return None
+
+
+def optimizer_schedule(config: TrainConfig, problem: PoissonProblem, model: torch.nn.Module,
+                       world_size: int = 1) -> tuple[list[tuple[str, float]], str]:
+    """The phases this run trains with, as (name, until), and why (``config.loss``: the loss
+    chosen). ``auto``: Adam, then from ``AUTO_ADAM_SHARE`` of the budget Gauss-Newton where it can
+    run and its steps are affordable (the budget and the Jacobian's size, above); that phase
+    hands back to Adam where its first steps do not lower the loss on fresh points
+    (:class:`mscalednn.optimizers.GaussNewtonPhase`). A Gauss-Newton phase set where it cannot
+    run is a ConfigError."""
+    obstacle = gauss_newton_obstacle(config, problem, model, world_size)
+    if config.optimizer != "auto":
+        schedule = phases_of(config)
+        if obstacle is not None and any(name == "gauss_newton" for name, _ in schedule):
+            raise ConfigError("train.optimizer", obstacle[0], obstacle[1])
+        return schedule, "set"
+    size = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    rows = config.n_interior * (problem.dim if config.loss == "ritz" else 1) + config.n_boundary
+    jacobian = rows * size * 8  # float64: the phase trains in float64
+    why = ("gauss_newton cannot run here" if obstacle is not None else
+           f"a budget under {AUTO_GN_MIN_STEPS} steps or {AUTO_GN_MIN_SECONDS:g} s is Adam's"
+           if config.steps < AUTO_GN_MIN_STEPS or (config.time_limit or math.inf) < AUTO_GN_MIN_SECONDS else
+           f"a Gauss-Newton step's Jacobian would take {jacobian / 2**20:.0f} MiB (at most "
+           f"{AUTO_GN_MAX_JACOBIAN / 2**20:.0f})" if jacobian > AUTO_GN_MAX_JACOBIAN else None)
+    if why is not None:
+        return [("adam", 1.0)], f"auto: adam ({why})"
+    return ([("adam", AUTO_ADAM_SHARE), ("gauss_newton", 1.0)],
+            f"auto: adam, then gauss_newton from {AUTO_ADAM_SHARE:.0%} of the budget (back to adam if its first "
+            "steps do not lower the loss on fresh points)")
 
 
 def boundary_weight(config: TrainConfig, t: float) -> float:
@@ -208,9 +271,9 @@ def check_piecewise(model: torch.nn.Module, config: TrainConfig, problem: Poisso
     if config.derivatives in RANDOM:
         raise ConfigError("train.derivatives", "expected auto, forward or autograd with an interface (each side's "
                           "residual needs its exact Laplacian and the flux its gradient)", config.derivatives)
+    obstacle = gauss_newton_obstacle(config, problem, model)
     if any(name == "gauss_newton" for name, _ in phases_of(config)):
-        raise ConfigError("train.optimizer", "expected adam or lbfgs with an interface (gauss_newton linearises one "
-                          "network's residual, without interface conditions)", "gauss_newton")
+        raise ConfigError("train.optimizer", *obstacle)
 
 
 def interface_weights(config: TrainConfig) -> tuple[float, float]:
@@ -441,27 +504,10 @@ def _train(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig,
     objective = Objective(model, compile_loss(interior_loss) if compiled else interior_loss, interior_loss,
                           bc_weight, config.chunk or auto_chunk(model, jacobian_rows(config, problem, model)),
                           problem.volume if config.loss == "ritz" else None, world)
-    schedule = phases_of(config)
-    if any(name == "gauss_newton" for name, _ in schedule) and world.size > 1:
-        raise ConfigError("train.optimizer", "expected adam or lbfgs in a data-parallel run (gauss_newton solves "
-                          "with every point's Jacobian row in one process)", f"gauss_newton in {world.size} processes")
-    if any(name == "gauss_newton" for name, _ in schedule) and problem.mixed:
-        raise ConfigError("train.optimizer", "expected adam or lbfgs for Neumann or Robin conditions (gauss_newton "
-                          "fits u = g on the boundary only)", "gauss_newton")
-    if any(name == "gauss_newton" for name, _ in schedule) and not problem.operator.is_laplace:
-        raise ConfigError("train.optimizer", "expected adam or lbfgs for an operator other than -Laplace (gauss_newton "
-                          "linearises -Laplace u only)", f"gauss_newton on {problem.operator.describe()}")
-    if any(name == "gauss_newton" for name, _ in schedule) and not supports(model):
-        raise ConfigError("train.optimizer", "expected a model the forward Laplacian knows (MLP or MscaleDNN) for "
-                          "gauss_newton", type(model).__name__)
-    size = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if any(name == "gauss_newton" for name, _ in schedule) and config.loss == "ritz" and size > MAX_ENERGY_PARAMETERS:
-        raise ConfigError("train.optimizer", f"expected a network of at most {MAX_ENERGY_PARAMETERS} parameters for "
-                          "gauss_newton with the Ritz loss (its P x P energy Gram is formed), or the residual loss",
-                          f"{size} parameters")
+    schedule = optimizer_schedule(config, problem, model, world.size)[0]
 
-    def phase(index: int):
-        return make_phase(schedule[index][0], objective, config)
+    def phase(index: int, previous=None):
+        return make_phase(schedule[index][0], objective, config, index, previous)
 
     state = TrainState(0, model, phase(0), ema=config.ema)
     state.restart_average()
@@ -489,11 +535,15 @@ def _train(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig,
         new_phase = False
         while state.phase + 1 < len(schedule) and t >= schedule[state.phase][1]:
             state.phase, new_phase = state.phase + 1, True  # hand over to the next optimizer (fresh state)
-        if new_phase:
-            state.optimizer = phase(state.phase)
+        if new_phase:  # the next optimizer starts from the network the run reports (the average)
+            averaging.adopt(model, state.average)
+            state.optimizer = phase(state.phase, state.optimizer)
             state.restart_average()
-        if not state.phases or state.phases[-1]["index"] != state.phase:
-            state.phases.append({"index": state.phase, "name": schedule[state.phase][0], "from_step": step})
+        name = "adam" if getattr(state.optimizer, "gave_up", False) else schedule[state.phase][0]
+        if not state.phases or (state.phases[-1]["index"], state.phases[-1]["name"]) != (state.phase, name):
+            if state.phases and state.phases[-1]["index"] == state.phase:  # Gauss-Newton handed back to Adam
+                state.restart_average()
+            state.phases.append({"index": state.phase, "name": name, "from_step": step})
         lr = (learning_rate(config, t) if state.optimizer.scheduled else 1.0) * state.lr_scale
         beta = boundary_weight(config, t)
         resample = (step - 1) % config.resample_every == 0 and not state.optimizer.fixed_points

@@ -11,7 +11,9 @@ from mscalednn import MLP, MscaleDNN, PoissonProblem, TrainConfig, parse_express
 from mscalednn.config import Phase, build_run_config, load_problem, load_run_config
 from mscalednn.errors import ConfigError
 from mscalednn.gauss_newton import damped_step, energy_jacobian, residual_jacobian
-from mscalednn.train import Checkpointing
+from mscalednn.operator import Operator
+from mscalednn.optimizers import AdamPhase, GaussNewtonPhase, Objective
+from mscalednn.train import Checkpointing, _interior_loss, optimizer_schedule
 
 from test_reliability import assert_same_run, stop_at
 from mscalednn.outputs import load_plain
@@ -136,11 +138,84 @@ def test_resume_inside_a_second_order_phase_is_the_uninterrupted_run(second, tmp
     assert_same_run(full.history, resumed.history, full.metrics, resumed.metrics)
 
 
+def test_a_gauss_newton_step_that_only_fits_its_own_points_is_not_taken_and_two_hand_back_to_adam():
+    """Each step is fitted to the previous step's points and its length chosen on the current
+    ones. Here the current points carry the negated data: fitting the previous points raises the
+    loss there at every step length, so no step is taken; after two such steps the phase hands
+    back to Adam (in the run's dtype, with the learning-rate schedule)."""
+    seed_everything(0)
+    model = MLP(2, width=16, depth=1)  # float32: the phase trains in float64
+    with torch.no_grad():  # u = 0: a step towards either data lowers the loss of the other nowhere
+        [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].weight.zero_()
+    interior, weight = _interior_loss(SMOOTH, model, small_config(dtype="float32"))
+    objective = Objective(model, interior, interior, weight, 512, None)
+    adam = AdamPhase(objective, 1e-3)
+    phase = GaussNewtonPhase(objective, torch.float32, 1e-4, fallback=adam)
+    data = [tuple(t.float() for t in batch(seed=k)) for k in range(3)]
+    negated = lambda b: (b[0], b[1], -b[2], -b[3])  # noqa: E731
+    start = [p.detach().double().clone() for p in model.parameters()]
+    phase.step(data[0], 1.0, 1.0)  # keeps its points
+    assert next(model.parameters()).dtype == torch.float64
+    phase.step(negated(data[1]), 1.0, 1.0)
+    assert not phase.gave_up and phase.gains == [0.0]
+    phase.step(data[2], 1.0, 1.0)  # fitted to the negated data, measured on the data
+    assert phase.gains == [0.0, 0.0] and phase.gave_up and phase.scheduled
+    assert all(torch.equal(p.detach(), q.float()) for p, q in zip(model.parameters(), start))
+    assert next(model.parameters()).dtype == torch.float32
+    phase.step(data[0], 1e-2, 1.0)  # Adam now
+    assert adam.optimizer.state and not all(torch.equal(p.detach(), q.float())
+                                            for p, q in zip(model.parameters(), start))
+
+
+def test_a_gauss_newton_phase_that_hands_back_is_recorded_and_resumes_exactly(monkeypatch, tmp_path):
+    """The hand-back inside a run (forced here: no step gains 200%): the phases as run, a fresh
+    parameter average for the Adam steps after it, the network back in float32, and a kill after
+    it resumed to the identical run."""
+    monkeypatch.setattr(GaussNewtonPhase, "PROBE_GAIN", 2.0)
+    config = small_config(optimizer=(Phase("adam", 0.5), Phase("gauss_newton")), steps=40, eval_every=5,
+                          checkpoint_every=5, ema=0.9, dtype="float32")
+
+    def run(**kwargs):
+        seed_everything(0)
+        return solve(SMOOTH, MLP(2, width=16, depth=1), config, **kwargs)
+
+    full = run()
+    assert full.metrics["optimizer"] == [
+        {"index": 0, "name": "adam", "from_step": 1, "to_step": 20},
+        {"index": 1, "name": "gauss_newton", "from_step": 21, "to_step": 23},  # keep the points, probe twice
+        {"index": 1, "name": "adam", "from_step": 24, "to_step": 40}]
+    assert next(full.model.parameters()).dtype == torch.float32
+    part = run(checkpoint=Checkpointing(tmp_path / "ck.pt"), stop=stop_at(22))  # inside the probe (float64)
+    assert part.metrics["status"] == "interrupted"
+    resumed = run(resume=load_plain(tmp_path / "ck.pt", "--resume"))
+    assert resumed.metrics["optimizer"] == full.metrics["optimizer"]
+    assert_same_run(full.history, resumed.history, full.metrics, resumed.metrics)
+
+
+def test_auto_optimizer_adds_gauss_newton_where_it_can_run_and_is_affordable():
+    model = MLP(2, width=16, depth=1)
+    auto = TrainConfig(optimizer="auto", loss="residual", steps=20000, time_limit=600)
+    schedule, why = optimizer_schedule(auto, SMOOTH, model)
+    assert schedule == [("adam", 0.8), ("gauss_newton", 1.0)] and why.startswith("auto: adam, then gauss_newton")
+    for config, problem, reason in (
+            (dataclasses.replace(auto, steps=500), SMOOTH, "a budget under 2000 steps"),
+            (dataclasses.replace(auto, time_limit=10), SMOOTH, "a budget under 2000 steps or 30 s"),
+            (dataclasses.replace(auto, n_interior=10**7), SMOOTH, "Jacobian would take"),
+            (auto, PoissonProblem(parse_expression("sin(pi*x[0])", 1), (0.0,), (1.0,),
+                                  operator=Operator(c=parse_expression("1", 1))), "cannot run here")):
+        schedule, why = optimizer_schedule(config, problem, model)
+        assert schedule == [("adam", 1.0)] and reason in why, why
+    explicit = dataclasses.replace(auto, optimizer="gauss_newton")
+    assert optimizer_schedule(explicit, SMOOTH, model) == ([("gauss_newton", 1.0)], "set")
+    with pytest.raises(ConfigError, match="expected adam or lbfgs in a data-parallel run"):
+        optimizer_schedule(explicit, SMOOTH, model, world_size=2)
+
+
 def test_optimizer_config_is_checked():
     assert build_run_config({"train": {"optimizer": "lbfgs"}}).train.optimizer == "lbfgs"
     phases = build_run_config({"train": {"optimizer": [{"name": "adam", "until": 0.25}, {"name": "gauss_newton"}]}})
     assert phases.train.optimizer == (Phase("adam", 0.25), Phase("gauss_newton", 1.0))
-    for bad, message in (({"optimizer": "sgd"}, "expected one of 'adam', 'lbfgs', 'gauss_newton' or a list"),
+    for bad, message in (({"optimizer": "sgd"}, "expected one of 'auto', 'adam', 'lbfgs', 'gauss_newton' or a list"),
                          ({"optimizer": [{"name": "adam", "until": 0.5}]}, r"optimizer\[0\]\.until: expected 1"),
                          ({"optimizer": [{"nam": "adam"}]}, r"optimizer\[0\]\.nam: unknown key \(did you mean")):
         with pytest.raises(ConfigError, match=message):
@@ -217,10 +292,11 @@ def solve_shipped(config: str, problem: str, steps: int, *overrides: str):
 
 def test_the_shipped_gauss_newton_config_solves_the_smooth_5d_problem_in_a_few_steps():
     """configs/gauss_newton.yaml (ENGD's set-up) on problems/poisson5d_smooth.yaml: 15 steps from
-    rel L2 0.45 to below 1e-2 (measured 1.0e-3); Adam's default needs minutes for that."""
+    the untrained network's rel L2 0.30 (the first step only draws the points the second fits) to
+    below 1e-2 (measured 1.4e-3); Adam's default needs minutes for that."""
     result = solve_shipped("gauss_newton.yaml", "poisson5d_smooth.yaml", 15)
     assert result.metrics["optimizer"] == [{"index": 0, "name": "gauss_newton", "from_step": 1, "to_step": 15}]
-    assert result.history[1]["rel_l2"] > 0.3 and result.metrics["rel_l2"] < 1e-2
+    assert result.history[1]["rel_l2"] > 0.2 and result.metrics["rel_l2"] < 1e-2
 
 
 def test_the_shipped_gauss_newton_mscale_config_solves_the_1d_multiscale_problem():
