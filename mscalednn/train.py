@@ -271,9 +271,8 @@ def check_piecewise(model: torch.nn.Module, config: TrainConfig, problem: Poisso
     if config.derivatives in RANDOM:
         raise ConfigError("train.derivatives", "expected auto, forward or autograd with an interface (each side's "
                           "residual needs its exact Laplacian and the flux its gradient)", config.derivatives)
-    obstacle = gauss_newton_obstacle(config, problem, model)
     if any(name == "gauss_newton" for name, _ in phases_of(config)):
-        raise ConfigError("train.optimizer", *obstacle)
+        raise ConfigError("train.optimizer", *gauss_newton_obstacle(config, problem, model))
 
 
 def interface_weights(config: TrainConfig) -> tuple[float, float]:
