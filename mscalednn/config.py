@@ -354,7 +354,9 @@ def _model_options(kind: str, given: dict, path: str, only: dict | None = None) 
 
 def _check_phases(train: TrainConfig) -> None:
     """Phases end in increasing order, the last at 1."""
-    phases = (Phase("adam"),) if isinstance(train.optimizer, str) else train.optimizer
+    if isinstance(train.optimizer, str):
+        return
+    phases = train.optimizer
     for i, (a, b) in enumerate(zip(phases, phases[1:])):
         if not a.until < b.until:
             raise ConfigError(f"train.optimizer[{i + 1}].until", f"expected a share above the previous phase's "

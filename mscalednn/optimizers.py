@@ -197,13 +197,14 @@ class GaussNewtonPhase:
         batch = self.fit = tuple(t.double() for t in batch)
         now = {}
 
-        def loss_at() -> float:  # on this step's points, which the fit has not seen
-            interior, bc = o.terms(batch)
-            now.setdefault("terms", (interior, bc))
+        def loss_on(points: tuple) -> float:
+            interior, bc = o.terms(points)
+            if points is batch:  # the first: the terms before the step, which step() returns
+                now.setdefault("terms", (interior, bc))
             return interior + beta * bc
 
         if fit is None:
-            loss_at()
+            loss_on(batch)
         else:
             x_in, x_bd, f, g = fit
 
@@ -222,11 +223,9 @@ class GaussNewtonPhase:
                 J = energy_jacobian(o.model, x_in, x_bd, o.volume, beta * o.bc_weight)
                 return LocalModel(float(loss), J, gradient=gradient)
 
-            def fit_loss_at() -> float:
-                interior, bc = o.terms(fit)
-                return interior + beta * bc
-
-            before, after = self.gn.step(residuals if o.volume is None else energy, loss_at, lr, fit_loss_at)
+            # measured on this step's points, which the fit has not seen
+            before, after = self.gn.step(residuals if o.volume is None else energy, lambda: loss_on(batch), lr,
+                                         lambda: loss_on(fit))
             self.gains.append(1.0 - after / before if before > 0 else 0.0)
             if (self.fallback is not None and len(self.gains) == self.PROBE_STEPS
                     and max(self.gains) < self.PROBE_GAIN):

@@ -47,7 +47,7 @@ from .forward_laplacian import auto_chunk, forward_laplacian, one_pass, supports
 from .gauss_newton import MAX_ENERGY_PARAMETERS
 from .errors import ConfigError
 from .metrics import EvalSet, evaluate
-from .nn import Piecewise
+from .nn import Piecewise, count_parameters
 from .optimizers import Objective, backward_in_chunks, make_phase  # noqa: F401 (backward_in_chunks: public here)
 from .problem import PoissonProblem, check_finite
 from . import reference
@@ -106,25 +106,23 @@ def gauss_newton_obstacle(config: TrainConfig, problem: PoissonProblem, model: t
                           world_size: int = 1) -> tuple[str, str] | None:
     """Why ``gauss_newton`` cannot train this run (``config.loss``: the loss chosen), as (what
     was expected, what was got), or None where it can."""
-    size = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    size = count_parameters(model)
     for blocked, expected, got in (
-            (isinstance(model, Piecewise), "with an interface (gauss_newton linearises one network's residual, "
-             "without interface conditions)", "gauss_newton"),
-            (world_size > 1, "in a data-parallel run (gauss_newton solves with every point's Jacobian row in one "
-             "process)", f"gauss_newton in {world_size} processes"),
-            (problem.mixed, "for Neumann or Robin conditions (gauss_newton fits u = g on the boundary only)",
-             "gauss_newton"),
-            (not problem.operator.is_laplace, "for an operator other than -Laplace (gauss_newton linearises "
-             "-Laplace u only)", f"gauss_newton on {problem.operator.describe()}"),
-            (not supports(model), "", type(model).__name__),
-            (config.loss == "ritz" and size > MAX_ENERGY_PARAMETERS, "", f"{size} parameters")):
+            (isinstance(model, Piecewise), "expected adam or lbfgs with an interface (gauss_newton linearises one "
+             "network's residual, without interface conditions)", "gauss_newton"),
+            (world_size > 1, "expected adam or lbfgs in a data-parallel run (gauss_newton solves with every point's "
+             "Jacobian row in one process)", f"gauss_newton in {world_size} processes"),
+            (problem.mixed, "expected adam or lbfgs for Neumann or Robin conditions (gauss_newton fits u = g on the "
+             "boundary only)", "gauss_newton"),
+            (not problem.operator.is_laplace, "expected adam or lbfgs for an operator other than -Laplace "
+             "(gauss_newton linearises -Laplace u only)", f"gauss_newton on {problem.operator.describe()}"),
+            (not supports(model), "expected a model the forward Laplacian knows (MLP or MscaleDNN) for gauss_newton",
+             type(model).__name__),
+            (config.loss == "ritz" and size > MAX_ENERGY_PARAMETERS, f"expected a network of at most "
+             f"{MAX_ENERGY_PARAMETERS} parameters for gauss_newton with the Ritz loss (its P x P energy Gram is "
+             "formed), or the residual loss", f"{size} parameters")):
         if blocked:
-            if not expected:  # the two whose message is not "expected adam or lbfgs ..."
-                return ((f"expected a network of at most {MAX_ENERGY_PARAMETERS} parameters for gauss_newton with "
-                         "the Ritz loss (its P x P energy Gram is formed), or the residual loss")
-                        if got.endswith("parameters") else
-                        "expected a model the forward Laplacian knows (MLP or MscaleDNN) for gauss_newton"), got
-            return f"expected adam or lbfgs {expected}", got
+            return expected, got
     return None
 
 
@@ -142,9 +140,8 @@ def optimizer_schedule(config: TrainConfig, problem: PoissonProblem, model: torc
         if obstacle is not None and any(name == "gauss_newton" for name, _ in schedule):
             raise ConfigError("train.optimizer", obstacle[0], obstacle[1])
         return schedule, "set"
-    size = sum(p.numel() for p in model.parameters() if p.requires_grad)
     rows = config.n_interior * (problem.dim if config.loss == "ritz" else 1) + config.n_boundary
-    jacobian = rows * size * 8  # float64: the phase trains in float64
+    jacobian = rows * count_parameters(model) * 8  # float64: the phase trains in float64
     why = ("gauss_newton cannot run here" if obstacle is not None else
            f"a budget under {AUTO_GN_MIN_STEPS} steps or {AUTO_GN_MIN_SECONDS:g} s is Adam's"
            if config.steps < AUTO_GN_MIN_STEPS or (config.time_limit or math.inf) < AUTO_GN_MIN_SECONDS else
