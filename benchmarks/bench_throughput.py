@@ -25,6 +25,7 @@ per-step check for NaN/Inf (the training loop's one host synchronisation) adds t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -50,6 +51,22 @@ def sgemm_rate(device: str, reps: int = 20) -> float:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return 2 * 20000 * 128 * 128 / best / 1e9
+
+
+def step_objective(problem, train, model, points: int):
+    """The objective and a batch (``points`` interior, half as many boundary points, on the
+    model's device) of one training step as ``mscalednn.solve`` builds them from ``train``:
+    the loss ``auto`` resolved first, so that the derivative method is the one the run uses."""
+    from mscalednn.optimizers import Objective
+    from mscalednn.sampling import Sampler
+    from mscalednn.train import _interior_loss, auto_chunk, chosen_loss, jacobian_rows
+    p = next(model.parameters())
+    sampler = Sampler(problem, "uniform", 1, device=p.device, dtype=p.dtype)
+    x_in, x_bd = sampler.interior(points), sampler.boundary(max(1, points // 2))
+    train = dataclasses.replace(train, loss=chosen_loss(train, problem)[0])
+    interior, bc_weight = _interior_loss(problem, model, train)
+    objective = Objective(model, interior, interior, bc_weight, auto_chunk(model, jacobian_rows(train, problem, model)))
+    return objective, (x_in, x_bd, problem.interior_data(x_in), problem.boundary_data(x_bd))
 
 
 def step_flops(objective, batch) -> float:
@@ -90,10 +107,7 @@ def worker(args) -> None:
     """One process of a measurement; rank 0 prints a JSON row."""
     import torch
     from mscalednn import distributed, load_problem, load_run_config, seed_everything, solve
-    from mscalednn.optimizers import Objective
     from mscalednn.runtime import tune_allocator
-    from mscalednn.sampling import Sampler
-    from mscalednn.train import _interior_loss, auto_chunk, jacobian_rows
 
     tune_allocator()
     world = distributed.init_from_environment(args.device)
@@ -119,13 +133,7 @@ def worker(args) -> None:
     seconds, steps = times[-2] - times[args.warmup - 1], args.steps - 1
     flops = None
     if world.is_main:  # the work of one step on rank 0's points, counted outside the timing
-        dtype = next(model.parameters()).dtype
-        sampler = Sampler(problem, "uniform", 1, device=next(model.parameters()).device, dtype=dtype)
-        x_in, x_bd = sampler.interior(per_rank), sampler.boundary(max(1, per_rank // 2))
-        interior, bc_weight = _interior_loss(problem, model, run.train)
-        objective = Objective(model, interior, interior, bc_weight,
-                              auto_chunk(model, jacobian_rows(run.train, problem)))
-        batch = (x_in, x_bd, problem.interior_data(x_in), problem.boundary_data(x_bd))
+        objective, batch = step_objective(problem, run.train, model, per_rank)
         flops = step_flops(objective, batch)
         rate = sgemm_rate(args.device)
         check = finite_check_cost(objective, batch, model, args.device) if world.size == 1 else None
