@@ -10,7 +10,7 @@ training time (one panel per problem).
     python benchmarks/bench_optimizers.py --problems poisson5d_smooth --budget 300 --set train.dtype=float64
     python benchmarks/bench_optimizers.py --optimizers adam adam+gauss_newton:0.3
 
-An optimizer setting is `NAME` or `NAME+NAME:SHARE` (the first phase runs until SHARE of the
+An optimizer setting is `NAME` (`auto`: the shipped choice) or `NAME+NAME:SHARE` (the first phase runs until SHARE of the
 budget, default 0.5).
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS = ["poisson5d_smooth", "poisson10d", "poisson1d_multiscale", "poisson2d_multiscale"]
-OPTIMIZERS = ["adam", "adam+lbfgs", "adam+gauss_newton"]
+OPTIMIZERS = ["adam", "adam+lbfgs", "adam+gauss_newton", "auto"]
 
 
 def phases(setting: str) -> str:
