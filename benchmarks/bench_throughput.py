@@ -54,18 +54,15 @@ def sgemm_rate(device: str, reps: int = 20) -> float:
 
 
 def step_objective(problem, train, model, points: int):
-    """The objective and a batch (``points`` interior, half as many boundary points, on the
-    model's device) of one training step as ``mscalednn.solve`` builds them from ``train``:
-    the loss ``auto`` resolved first, so that the derivative method is the one the run uses."""
-    from mscalednn.optimizers import Objective
+    """The objective (uncompiled) and a batch (``points`` interior, half as many boundary points,
+    on the model's device) of one training step, as ``mscalednn.solve`` builds them from
+    ``train``: the loss ``auto`` resolved first, so that the derivative method is the run's."""
     from mscalednn.sampling import Sampler
-    from mscalednn.train import _interior_loss, auto_chunk, chosen_loss, jacobian_rows
+    from mscalednn.train import chosen_loss, training_objective
     p = next(model.parameters())
     sampler = Sampler(problem, "uniform", 1, device=p.device, dtype=p.dtype)
     x_in, x_bd = sampler.interior(points), sampler.boundary(max(1, points // 2))
-    train = dataclasses.replace(train, loss=chosen_loss(train, problem)[0])
-    interior, bc_weight = _interior_loss(problem, model, train)
-    objective = Objective(model, interior, interior, bc_weight, auto_chunk(model, jacobian_rows(train, problem, model)))
+    objective = training_objective(problem, model, dataclasses.replace(train, loss=chosen_loss(train, problem)[0]))
     return objective, (x_in, x_bd, problem.interior_data(x_in), problem.boundary_data(x_bd))
 
 

@@ -250,6 +250,16 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
     return residual, 1.0
 
 
+def training_objective(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig, compiled: bool = False,
+                       world: distributed.World = distributed.SINGLE) -> Objective:
+    """The objective a run trains (``config.loss``: the loss chosen, not ``auto``; :func:`solve`
+    resolves it), with its interior loss under torch.compile where ``compiled``."""
+    interior_loss, bc_weight = _interior_loss(problem, model, config)
+    return Objective(model, compile_loss(interior_loss) if compiled else interior_loss, interior_loss,
+                     bc_weight, config.chunk or auto_chunk(model, jacobian_rows(config, problem, model)),
+                     problem.volume if config.loss == "ritz" else None, world)
+
+
 def build_network(model_config, config: TrainConfig, problem: PoissonProblem) -> torch.nn.Module:
     """A new network of ``model_config`` (:class:`mscalednn.config.ModelConfig`) for ``problem``:
     one network, or one per side of the problem's interface where the residual loss is chosen."""
@@ -495,11 +505,8 @@ def _train(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig,
         model.set_output_scaling(*output_scaling(problem, config.seed))
     check_finite(problem, **{"the exact solution u*": (test.x, torch.as_tensor(test.u)),
                              **({} if test.grad_u is None else {"grad u*": (test.x, torch.as_tensor(test.grad_u))})})
-    interior_loss, bc_weight = _interior_loss(problem, model, config)
     compiled = compile_decision(config, device, isinstance(model, Piecewise))[0]
-    objective = Objective(model, compile_loss(interior_loss) if compiled else interior_loss, interior_loss,
-                          bc_weight, config.chunk or auto_chunk(model, jacobian_rows(config, problem, model)),
-                          problem.volume if config.loss == "ritz" else None, world)
+    objective = training_objective(problem, model, config, compiled, world)
     schedule = optimizer_schedule(config, problem, model, world.size)[0]
 
     def phase(index: int, previous=None):
