@@ -54,14 +54,23 @@ class Jet(NamedTuple):
 
 class FirstJet(NamedTuple):
     """The jet of the first hidden layer sigma(x A + b), kept factored: J = D[..., N, 1, w] *
-    A[..., 1, d, w] with A the first layer's weights, the same at every point. The next linear
-    layer then needs one matmul of D [N, w] with a [w, d * out] matrix instead of building
-    J [N, d, w] and multiplying that."""
+    A[..., 1, d, w] with A the first layer's weights, the same at every point, and L = d2 * q
+    with q = |A|^2 [..., 1, w]. The next linear layer then needs one matmul of D [N, w] with a
+    [w, d * out] matrix instead of building J [N, d, w] and multiplying that, and its Laplacian
+    is d2 @ (q^T W): no [N, w] product d2 * q is formed. ``d2 = None`` means d2 = -v (sin units
+    and the Fourier pair, whose second derivative is minus their value): the next layer's value
+    and Laplacian are then both products of v, v W and v (-q^T W), and no sigma'' tensor exists.
+    ``D = None``: no Jacobian wanted."""
 
-    v: torch.Tensor   # [..., N, w]
-    D: torch.Tensor   # [..., N, w]
-    A: torch.Tensor   # [..., d, w]
-    L: torch.Tensor   # [..., N, w]
+    v: torch.Tensor          # [..., N, w]
+    D: torch.Tensor | None   # [..., N, w]
+    A: torch.Tensor          # [..., d, w]
+    d2: torch.Tensor | None  # [..., N, w]
+    q: torch.Tensor          # [..., 1, w]
+
+    @property
+    def L(self) -> torch.Tensor:
+        return (-self.v if self.d2 is None else self.d2) * self.q
 
 
 class Axes(NamedTuple):
@@ -163,6 +172,25 @@ class _Derivatives(torch.autograd.Function):
         return (sum(terms) if terms else None), None
 
 
+class _SinCos(torch.autograd.Function):
+    """(sin z, cos z) as one node: its backward reuses both instead of recomputing them."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor):
+        s, c = torch.sin(z), torch.cos(z)
+        ctx.save_for_backward(s, c)
+        ctx.set_materialize_grads(False)
+        return s, c
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gs, gc):
+        s, c = ctx.saved_tensors
+        if gs is None:
+            return None if gc is None else -gc * s
+        return gs * c if gc is None else torch.addcmul(gs * c, gc, s, value=-1)
+
+
 def activation_derivatives(act: nn.Module, z: torch.Tensor):
     """(sigma(z), sigma'(z), sigma''(z)) for a registry activation, in closed form,
     differentiable once in z."""
@@ -253,13 +281,17 @@ def _pair(z: Jet, scale: float) -> Jet:
 
 
 def _first(act: nn.Module | None, x: torch.Tensor, Wt: torch.Tensor, b: torch.Tensor | None,
-           scale: float = 1.0, P: torch.Tensor | None = None, fused: bool = True) -> FirstJet | Jet:
+           scale: float = 1.0, P: torch.Tensor | None = None, fused: bool = True,
+           need_J: bool = True) -> FirstJet | Jet:
     """The first layer sigma(x Wt + b) on the input (J_x = I, L_x = 0): J_z = Wt, L_z = 0, so
     J = sigma'(z) Wt stays factored and L = sigma''(z) |Wt|^2. ``act=None`` is the Fourier pair
     scale * [cos z, sin z]. Wt: [..., d, w]. With input directions P [N, K, d] instead of the
-    identity, J_z = P Wt at each point (a plain jet of K rows)."""
-    z = x @ Wt
-    z = z if b is None else z + b
+    identity, J_z = P Wt at each point (a plain jet of K rows). ``need_J=False``: no later layer
+    uses the Jacobian (a one-layer network without grad u), so sin units skip their cosine."""
+    if b is not None and x.dim() == 2 and Wt.dim() == 2:
+        z = torch.addmm(b, x, Wt)                                   # one pass, not a product and a sum
+    else:
+        z = x @ Wt if b is None else x @ Wt + b
     if P is not None:
         zj = Jet(z, _project(P, Wt), torch.zeros_like(z))
         return _pair(zj, scale) if act is None else _act(act, zj, fused=fused)
@@ -269,20 +301,36 @@ def _first(act: nn.Module | None, x: torch.Tensor, Wt: torch.Tensor, b: torch.Te
         J = torch.cat([-s.unsqueeze(-2) * Wt.unsqueeze(-3), c.unsqueeze(-2) * Wt.unsqueeze(-3)], -1)
         return Jet(scale * torch.cat([c, s], -1), scale * J, -scale * torch.cat([c, s], -1) * torch.cat([q, q], -1))
     if act is None:
-        c, s = torch.cos(z), torch.sin(z)
-        cs = torch.cat([c, s], -1)
-        return FirstJet(scale * cs, scale * torch.cat([-s, c], -1), torch.cat([Wt, Wt], -1),
-                        -scale * cs * torch.cat([q, q], -1))
+        s, c = _SinCos.apply(z)
+        return FirstJet(scale * torch.cat([c, s], -1), scale * torch.cat([-s, c], -1), torch.cat([Wt, Wt], -1),
+                        None, torch.cat([q, q], -1))
     if not fused:  # the full jet: under vmap the factored one's [in, d, out] product becomes per point
         s, d1, d2, _ = _closed_forms(act, z)
         return Jet(s, d1.unsqueeze(-2) * Wt.unsqueeze(-3), d2 * q)
+    if isinstance(act, Sin):  # sigma'' = -sigma: the Laplacian is read out of the values
+        s, c = _SinCos.apply(z) if need_J else (torch.sin(z), None)
+        return FirstJet(s, c, Wt, None, q)
     s, d1, d2 = activation_derivatives(act, z)
-    return FirstJet(s, d1, Wt, d2 * q)
+    return FirstJet(s, d1, Wt, d2, q)
+
+
+def _mm(a: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """a @ W; for one output column as a matrix-vector product, whose forward and backward ran
+    12-30% faster than the matrix product's on the read-outs measured ([2000, 1000] and
+    [20000, 100] by [., 1], 2 cores). (Never two columns: BLAS took 1.4 ms for [2000, 1000] by
+    [1000, 2], against 0.15 for each column alone.)"""
+    if W.dim() == 2 and W.shape[-1] == 1:
+        return (a @ W[:, 0]).unsqueeze(-1)
+    return a @ W
 
 
 def _linear(h: Jet | FirstJet, W: torch.Tensor, b: torch.Tensor | None, need_J: bool = True) -> Jet:
     """z = h W + b with W [..., in, out] (already transposed); ``need_J=False``: J = None."""
-    v = h.v @ W
+    if isinstance(h, FirstJet):
+        qW = h.q.transpose(-1, -2) * W                             # [..., in, out]
+        v, L = _mm(h.v, W), _mm(h.v, -qW) if h.d2 is None else _mm(h.d2, qW)
+    else:
+        v, L = _mm(h.v, W), _mm(h.L, W)
     v = v if b is None else v + b
     if not need_J:
         J = None
@@ -294,8 +342,8 @@ def _linear(h: Jet | FirstJet, W: torch.Tensor, b: torch.Tensor | None, need_J: 
     elif h.J is None:
         J = None
     else:
-        J = (h.J.flatten(-3, -2) @ W).unflatten(-2, h.J.shape[-3:-1])
-    return Jet(v, J, h.L @ W)
+        J = _mm(h.J.flatten(-3, -2), W).unflatten(-2, h.J.shape[-3:-1])
+    return Jet(v, J, L)
 
 
 def _full(h: Jet | FirstJet) -> Jet:
@@ -334,7 +382,8 @@ def _stack(stack: DenseStack, h: Jet | FirstJet | torch.Tensor, need_grad: bool,
         h = _input_jet(h, P)
     elif isinstance(h, torch.Tensor):
         x, first = h, layers.pop(0)
-        h = _first(stack.activation, x, first.weight.T, first.bias, P=P, fused=fused)
+        h = _first(stack.activation, x, first.weight.T, first.bias, P=P, fused=fused,
+                   need_J=need_grad or bool(layers) or stack.residual)
         if stack.residual and h.v.shape == x.shape:
             h = _add(_input_jet(x, P), h)
     for i, layer in enumerate(layers):
@@ -355,12 +404,13 @@ def _hidden(model: nn.Module, x: torch.Tensor, need_grad: bool, P: torch.Tensor 
     if isinstance(model, MscaleDNN) and model.variant == "first_layer":
         b = model.first.bias * model.K if model.scale_bias else model.first.bias
         h = _first(None if model.fourier else model.first_activation, x, model.first.weight.T * model.K, b, 0.5, P,
-                   fused)
+                   fused, need_grad or len(model.stack.layers) > 0)
         return _stack(model.stack, h, need_grad, fused=fused), model.stack.out.weight.T, model.stack.out.bias
     if isinstance(model, MscaleDNN):
         Wt = (model.W0 * model.K).transpose(1, 2)          # [n, d, w]
         b = model.K * model.b0 if model.scale_bias else model.b0
-        h = _first(None if model.fourier else model.first_activation, x, Wt, b, 0.5, P, fused)  # v [n, N, w]
+        h = _first(None if model.fourier else model.first_activation, x, Wt, b, 0.5, P, fused,
+                   need_grad or len(model.Ws) > 0)  # v [n, N, w]
         for i, (W, bb) in enumerate(zip(model.Ws, model.bs)):
             h = _dense(model.activation, h, W, bb, model.residual, need_grad or i < len(model.Ws) - 1, fused)
         return h, model.W_out, model.b_out

@@ -253,11 +253,13 @@ def _interior_loss(problem: PoissonProblem, model: torch.nn.Module, config: Trai
 def training_objective(problem: PoissonProblem, model: torch.nn.Module, config: TrainConfig, compiled: bool = False,
                        world: distributed.World = distributed.SINGLE) -> Objective:
     """The objective a run trains (``config.loss``: the loss chosen, not ``auto``; :func:`solve`
-    resolves it), with its interior loss under torch.compile where ``compiled``."""
+    resolves it), with its interior loss and the network's forward for the boundary penalty under
+    torch.compile where ``compiled``."""
     interior_loss, bc_weight = _interior_loss(problem, model, config)
     return Objective(model, compile_loss(interior_loss) if compiled else interior_loss, interior_loss,
                      bc_weight, config.chunk or auto_chunk(model, jacobian_rows(config, problem, model)),
-                     problem.volume if config.loss == "ritz" else None, world)
+                     problem.volume if config.loss == "ritz" else None, world,
+                     compile_loss(model) if compiled else None)
 
 
 def build_network(model_config, config: TrainConfig, problem: PoissonProblem) -> torch.nn.Module:

@@ -71,18 +71,22 @@ def test_linear_network_and_residual_first_layer():
     assert forward_laplacian(MLP(4, depth=0).double(), x)[2].abs().max() == 0
 
 
-@pytest.mark.parametrize("variant", ["mlp", "first_layer", "subnets_fourier_residual", "first_layer_one_layer"])
-@pytest.mark.parametrize("act", ["tanh", "s2relu", "gelu"])
+@pytest.mark.parametrize("variant", ["mlp", "first_layer", "subnets_fourier_residual", "first_layer_one_layer",
+                                     "subnets_one_layer"])
+@pytest.mark.parametrize("act", ["tanh", "s2relu", "gelu", "sin"])
 def test_laplacian_only_loss_gradients(variant, act):
-    """need_grad=False (the residual loss) skips the last Jacobian; parameter gradients stay exact."""
+    """need_grad=False (the residual loss) skips the last Jacobian (and a one-layer sin network
+    its cosines); values and parameter gradients stay exact."""
     torch.manual_seed(1)
     model = VARIANTS[variant](3, act).double()
     x = torch.rand(50, 3, dtype=torch.float64) * 0.8 + 0.1
-    _, g, lap = forward_laplacian(model, x, need_grad=False)
+    u, g, lap = forward_laplacian(model, x, need_grad=False)
     assert g is None
+    u0, _, lap0 = value_grad_laplacian(model, x)
+    assert rel(u, u0) < 1e-12 and rel(lap, lap0) < 1e-10
     params = list(model.parameters())
-    ref = torch.autograd.grad(value_grad_laplacian(model, x)[2].square().mean(), params, allow_unused=True)
-    got = torch.autograd.grad(lap.square().mean(), params, allow_unused=True)
+    ref = torch.autograd.grad((lap0 + u0.square()).square().mean(), params, allow_unused=True)
+    got = torch.autograd.grad((lap + u.square()).square().mean(), params, allow_unused=True)
     for a, b in zip(ref, got):
         if a is not None:
             assert rel(b, a) < 1e-8 or (a - b).abs().max() < 1e-12

@@ -158,8 +158,9 @@ def test_loss_is_logged_every_few_steps_and_rows_are_measured_at_one_set_of_para
 def test_the_ritz_loss_is_compiled_when_asked(monkeypatch):
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda fn: compiled.append(fn) or fn)
-    solve(SQUARES, tiny_net(), TrainConfig(loss="ritz", compile=True, steps=3, n_test=100, progress=False))
-    assert len(compiled) == 1
+    net = tiny_net()
+    solve(SQUARES, net, TrainConfig(loss="ritz", compile=True, steps=3, n_test=100, progress=False))
+    assert len(compiled) == 2 and compiled[1] is net  # the interior loss, and the network for the boundary term
 
 
 def test_the_ritz_loss_refuses_the_hutchinson_estimator():

@@ -136,10 +136,10 @@ class MscaleDNN(ScaledOutput):
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """The network's output before the output scaling, [batch, out_dim]."""
-        if self.variant == "first_layer":
-            Wx = x @ self.first.weight.T
+        if self.variant == "first_layer":  # K (W x) + b as one product with the scaled weights K W
             b = self.first.bias * self.K if self.scale_bias else self.first.bias
-            return self.stack(self._first(self.K * Wx + b))
+            W = (self.first.weight * self.K[:, None]).T
+            return self.stack(self._first(torch.addmm(b, x, W) if x.dim() == 2 else x @ W + b))
         # subnets: h has shape [N, batch, width]
         Wx = torch.matmul(x, self.W0.transpose(1, 2))  # [N, batch, width], contiguous
         h = self._first(self.K * Wx + (self.K * self.b0 if self.scale_bias else self.b0))
