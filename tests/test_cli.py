@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS = sorted((ROOT / "problems").glob("*.yaml"))
 FAST = ["--set", "train.steps=6", "--set", "train.eval_every=3", "--set", "train.n_test=400",
         "--set", "train.n_interior=64", "--set", "train.n_boundary=32", "--set", "train.progress=false"]
+# the default (adaptive) config estimating its waves once, not 4 times (~10 s each at d = 10)
+ONE_ESTIMATION = ["--set", "model.adapt_at=[0.0]"]
 
 
 def run_cli(*args, cwd=ROOT):
@@ -70,7 +72,7 @@ def test_default_config_by_dimension_reloads(tmp_path, monkeypatch):
     from mscalednn.metrics import EvalSet, evaluate
     for problem, one_layer in (("poisson5d_product", False), ("poisson10d", True)):
         out = tmp_path / problem
-        assert main(["solve", f"problems/{problem}.yaml", "--out", str(out), *FAST]) == 0
+        assert main(["solve", f"problems/{problem}.yaml", "--out", str(out), *FAST, *ONE_ESTIMATION]) == 0
         m = json.loads((out / "metrics.json").read_text())
         net = load_model(out)
         assert count_parameters(net) == m["params"] and one_pass(net) is one_layer
@@ -120,16 +122,16 @@ def test_every_operator_runs_from_the_command_line(operator, tmp_path, monkeypat
     """--set train.derivatives=... is accepted; the exact operators train identically (float64)."""
     monkeypatch.chdir(ROOT)
     out = tmp_path / operator
-    rc = main(["solve", "problems/poisson10d.yaml", "--out", str(out), *FAST, "--set", f"train.derivatives={operator}",
-               "--set", "train.dtype=float64", "--set", "train.chunk=40"])
+    rc = main(["solve", "problems/poisson10d.yaml", "--out", str(out), *FAST, *ONE_ESTIMATION,
+               "--set", f"train.derivatives={operator}", "--set", "train.dtype=float64", "--set", "train.chunk=40"])
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "completed" and math.isfinite(metrics["rel_l2"])
     if operator != "hutchinson":
         ref = tmp_path / "ref"
         if not ref.exists():
-            assert main(["solve", "problems/poisson10d.yaml", "--out", str(ref), *FAST, "--set", "train.derivatives=autograd",
-                         "--set", "train.dtype=float64"]) == 0  # unchunked
+            assert main(["solve", "problems/poisson10d.yaml", "--out", str(ref), *FAST, *ONE_ESTIMATION,
+                         "--set", "train.derivatives=autograd", "--set", "train.dtype=float64"]) == 0  # unchunked
         expected = json.loads((ref / "metrics.json").read_text())["rel_l2"]
         assert abs(metrics["rel_l2"] - expected) < 1e-9 * expected
 
