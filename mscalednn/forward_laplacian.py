@@ -402,9 +402,9 @@ def _hidden(model: nn.Module, x: torch.Tensor, need_grad: bool, P: torch.Tensor 
             h = _first(None, x, _TWO_PI * model.features.B.T, None, P=P, fused=fused)
         return _stack(model.stack, h, need_grad, P, fused), model.stack.out.weight.T, model.stack.out.bias
     if isinstance(model, MscaleDNN) and model.variant == "first_layer":
-        b = model.first.bias * model.K if model.scale_bias else model.first.bias
-        h = _first(None if model.fourier else model.first_activation, x, model.first.weight.T * model.K, b, 0.5, P,
-                   fused, need_grad or len(model.stack.layers) > 0)
+        A, b = model.first_affine()
+        h = _first(None if model.fourier else model.first_activation, x, A, b, 0.5, P, fused,
+                   need_grad or len(model.stack.layers) > 0)
         return _stack(model.stack, h, need_grad, fused=fused), model.stack.out.weight.T, model.stack.out.bias
     if isinstance(model, MscaleDNN):
         Wt = (model.W0 * model.K).transpose(1, 2)          # [n, d, w]

@@ -134,12 +134,18 @@ class MscaleDNN(ScaledOutput):
             return 0.5 * torch.cat([torch.cos(z), torch.sin(z)], dim=-1)
         return self.first_activation(z)
 
+    def first_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, b) of the first_layer variant's scaled first layer z = x A + b: A = (K W_0)^T
+        [in_dim, width] (the scales folded into the weights), b its bias (scaled too with
+        ``scale_bias``)."""
+        b = self.first.bias * self.K if self.scale_bias else self.first.bias
+        return (self.first.weight * self.K[:, None]).T, b
+
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """The network's output before the output scaling, [batch, out_dim]."""
         if self.variant == "first_layer":  # K (W x) + b as one product with the scaled weights K W
-            b = self.first.bias * self.K if self.scale_bias else self.first.bias
-            W = (self.first.weight * self.K[:, None]).T
-            return self.stack(self._first(torch.addmm(b, x, W) if x.dim() == 2 else x @ W + b))
+            A, b = self.first_affine()
+            return self.stack(self._first(torch.addmm(b, x, A) if x.dim() == 2 else x @ A + b))
         # subnets: h has shape [N, batch, width]
         Wx = torch.matmul(x, self.W0.transpose(1, 2))  # [N, batch, width], contiguous
         h = self._first(self.K * Wx + (self.K * self.b0 if self.scale_bias else self.b0))
