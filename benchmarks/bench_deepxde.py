@@ -42,7 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_throughput import sgemm_rate, step_flops, step_objective  # noqa: E402 (as bench_throughput counts)
+from bench_throughput import sgemm_rate, step_flops, step_objective, timed_solve  # noqa: E402 (as bench_throughput counts)
 
 BETA = 1000.0
 
@@ -84,8 +84,7 @@ def deepxde_worker(args, points: int) -> dict:
 
 
 def mscalednn_worker(args, compiled: bool) -> dict:
-    import torch
-    from mscalednn import load_problem, load_run_config, seed_everything, solve
+    from mscalednn import load_problem, load_run_config, seed_everything
     from mscalednn.runtime import tune_allocator
 
     tune_allocator()
@@ -94,17 +93,14 @@ def mscalednn_worker(args, compiled: bool) -> dict:
         f"model.width={args.width}", f"model.depth={args.depth}", "train.time_limit=null",
         "train.progress=false", "train.n_test=1000", "train.optimizer=adam", "train.ema=null",
         f"train.n_interior={args.points}", f"train.n_boundary={args.points // 2}", f"train.beta={BETA}",
-        f"train.steps={args.warmup + args.steps + 1}", f"train.eval_every={10 ** 9}",
+        f"train.steps={args.warmup + args.steps}", f"train.eval_every={10 ** 9}",
         f"train.checkpoint_every={10 ** 9}", f"train.compile={'true' if compiled else 'false'}"])
     seed_everything(0)
     model = run.model.build(problem.dim)
-    times: list[float] = []
-    solve(problem, model, run.train, hooks=[lambda state: times.append(time.perf_counter())])
-    # times[i]: after step i + 1; the first and the last step also evaluate the errors
+    per_step = timed_solve(problem, model, run.train, args.warmup)[0]
     objective, batch = step_objective(problem, run.train, model, args.points)
     return {"tool": "mscalednn" + (" compiled" if compiled else ""), "laplacian_rows": args.points,
-            "seconds_per_step": (times[-2] - times[args.warmup - 1]) / (args.steps - 1),
-            "step_gflop": step_flops(objective, batch) / 1e9}
+            "seconds_per_step": per_step, "step_gflop": step_flops(objective, batch) / 1e9}
 
 
 def worker(args) -> None:

@@ -53,6 +53,24 @@ def sgemm_rate(device: str, reps: int = 20) -> float:
     return 2 * 20000 * 128 * 128 / best / 1e9
 
 
+def timed_solve(problem, model, train, warmup: int, device: str = "cpu"):
+    """``mscalednn.solve(problem, model, train)`` with its steps timed by a hook: (seconds per
+    step, the result). ``train.steps`` is ``warmup`` untimed steps plus the timed ones (at least
+    2); the first and the last step also evaluate the errors, so the window runs from after step
+    ``warmup`` to after the last step but one."""
+    import torch
+    from mscalednn import solve
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times: list[float] = []
+
+    def stamp(state):
+        sync()
+        times.append(time.perf_counter())
+
+    result = solve(problem, model, train, hooks=[stamp])
+    return (times[-2] - times[warmup - 1]) / (train.steps - warmup - 1), result  # times[i]: after step i + 1
+
+
 def step_objective(problem, train, model, points: int):
     """The objective (uncompiled) and a batch (``points`` interior, half as many boundary points,
     on the model's device) of one training step, as ``mscalednn.solve`` builds them from
@@ -103,7 +121,7 @@ def finite_check_cost(objective, batch, model, device: str, steps: int = 20) -> 
 def worker(args) -> None:
     """One process of a measurement; rank 0 prints a JSON row."""
     import torch
-    from mscalednn import distributed, load_problem, load_run_config, seed_everything, solve
+    from mscalednn import distributed, load_problem, load_run_config, seed_everything
     from mscalednn.runtime import tune_allocator
 
     tune_allocator()
@@ -117,17 +135,7 @@ def worker(args) -> None:
         f"train.checkpoint_every={10 ** 9}", "train.ema=null"])
     seed_everything(0)
     model = run.model.build(problem.dim)
-    times: list[float] = []
-    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-
-    def stamp(state):
-        sync()
-        times.append(time.perf_counter())
-
-    result = solve(problem, model, run.train, hooks=[stamp])
-    # times[i]: after step i + 1 (its hooks); steps 1 and the last also evaluate the errors: the
-    # window runs from after step ``warmup`` to after the last step but one
-    seconds, steps = times[-2] - times[args.warmup - 1], args.steps - 1
+    per_step, result = timed_solve(problem, model, run.train, args.warmup, args.device)
     flops = None
     if world.is_main:  # the work of one step on rank 0's points, counted outside the timing
         objective, batch = step_objective(problem, run.train, model, per_rank)
@@ -137,8 +145,8 @@ def worker(args) -> None:
         print(json.dumps({"problem": args.problem, "d": problem.dim, "processes": world.size,
                           "scaling": args.scaling, "points_per_process": per_rank,
                           "threads": torch.get_num_threads(), "device": args.device,
-                          "steps_per_s": steps / seconds, "points_per_s": steps * per_rank * world.size / seconds,
-                          "step_gflop": flops / 1e9, "gflop_per_s": flops / 1e9 * steps / seconds,
+                          "steps_per_s": 1 / per_step, "points_per_s": per_rank * world.size / per_step,
+                          "step_gflop": flops / 1e9, "gflop_per_s": flops / 1e9 / per_step,
                           "sgemm_gflop_per_s": rate, "world_size": result.metrics["world_size"],
                           "finite_check_ms": None if check is None else 1e3 * check}), flush=True)
     distributed.shutdown()
