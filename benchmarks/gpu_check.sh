@@ -4,13 +4,15 @@
 # gpu-check/). About 5 minutes on one GPU. Each step runs on if an earlier one fails (its
 # error is printed and the step is listed as FAILED at the end).
 #
-#   bash benchmarks/gpu_check.sh            # from the repository root, in the environment with mscalednn
+#   bash benchmarks/gpu_check.sh            # from the repository root (mscalednn installed or not)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 OUT=${OUT:-gpu-check}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# a checkout need not be installed: the benchmarks and their worker processes import it from here
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 FAILED=()
 step() {  # step NAME COMMAND...: run (at most $STEP_LIMIT s), tee to $OUT/NAME.txt, remember a failure
     local name=$1; shift
