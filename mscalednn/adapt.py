@@ -4,12 +4,16 @@ At each budget fraction in ``model.adapt_at`` the training loop calls :func:`ada
 
 1. the residual r = -Laplace u_theta - f of the current network (a float64 copy; for the
    Ritz loss the same strong residual) is handed to :func:`mscalednn.wavefinder.find_waves`,
-   which returns wave vectors k (direction and magnitude) where r has power;
+   which returns wave vectors k (direction and magnitude) where r has power; at the first
+   adaptation :func:`mscalednn.wavefinder.plane_waves` adds the source's waves in the
+   coordinate planes its Hessians couple (many low waves, more than d, whose Fourier peaks
+   overlap: poisson50d's 100);
 2. waves the source f itself has no power at are dropped: a plane wave of u* is one of
    f = -Laplace u* (weighted by |k|^2), so a peak of r that f lacks is the network's own
    content (at initialisation its random high-scale sin units; in d = 50 these are most of the
    peaks), which its weights can undo without a new unit. The test is |F_f(k)| above
-   ``noise_factor`` times the sampling noise rms(f) / sqrt(n) on fresh points (independent of
+   ``noise_factor`` times the sampling noise rms(f) / sqrt(n), or the joint least-squares
+   amplitude above ``noise_factor`` standard errors, on fresh points (independent of
    the points the peak was found on, so the maximisation over k cannot fake it);
 3. waves already held by a unit (within the peak width, up to sign) are dropped; the rest,
    strongest first, up to ``max_new_waves`` and the free slots, get units;
@@ -37,7 +41,8 @@ from .forward_laplacian import auto_chunk, forward_laplacian
 from .nn.adaptive import AdaptiveMscaleDNN
 from .operator import LAPLACE, Operator
 from .problem import PoissonProblem
-from .wavefinder import (N_REFINE, Waves, find_waves, fit_waves, fourier_power, hessian_points,
+from .wavefinder import (N_REFINE, Waves, amplitude_snr, find_waves, fit_waves, fourier_power, hessian_points,
+                         plane_waves,
                          least_squares, near, wave_basis)
 
 
@@ -130,7 +135,9 @@ def predicted_seconds(fn, problem: PoissonProblem, n_refine: int = N_REFINE) -> 
 
 def source_snr(problem: PoissonProblem, K: torch.Tensor, generator: torch.Generator, n: int = 16000) -> torch.Tensor:
     """|F_f(k)| / (rms(f) / sqrt(n)) for each row k of K [M, d], f the source (mean removed) on n
-    fresh uniform points of the domain: about 1 (Rayleigh) where f has no wave, large where it has.
+    fresh uniform points of the domain, or where larger the amplitude of k in the joint
+    least-squares fit of f by all of K over its standard error (:func:`amplitude_snr`): about 1
+    (Rayleigh) where f has no wave, large where it has.
     For an operator with coefficients the largest of this ratio over f and the coefficients a, c
     and kappa^2: the solution's waves come from the source or from the coefficients (a(x) that
     oscillates makes u ripple at a's wave vectors, whatever f is)."""
@@ -145,6 +152,7 @@ def source_snr(problem: PoissonProblem, K: torch.Tensor, generator: torch.Genera
     for v in fields:
         v = v - v.mean()
         ratios.append(fourier_power(v, x, K) / (float(v.norm()) / n + 1e-300))
+        ratios.append(amplitude_snr(v, x, K))  # many waves sharing f's variance: the joint fit
     return torch.stack(ratios).amax(dim=0)
 
 
@@ -224,6 +232,12 @@ def adapt(model: AdaptiveMscaleDNN, problem: PoissonProblem, batch: tuple, beta:
                           none, [], seconds, skipped=f"the estimation would take at least {predicted:.1f} s, more "
                           f"than the {share:.1%} of the budget left to estimations")
     found = find_waves(fn, lo, hi, generator, noise_factor=NOISE_FACTOR, points=problem.points)
+    if index == 0:  # the source's waves in coupled coordinate planes, beside the residual's peaks
+        none = torch.zeros(0, problem.dim, dtype=torch.float64)
+        planes = plane_waves(lambda x: problem.f(x).double(), lo, hi, generator, none,
+                             min(model.max_new_waves, model.waves.free), NOISE_FACTOR, points=problem.points)
+        extra = ~near(planes.k, found.k, math.pi / float((hi - lo).max()))
+        found = Waves(torch.cat([found.k, planes.k[extra]]), torch.cat([found.power, planes.power[extra]]), found.noise)
     snr = source_snr(problem, found.k, generator)
     radius = math.pi / float((hi - lo).max())
     held = model.waves.k.detach().cpu().double()[model.waves.active.cpu()]

@@ -92,6 +92,9 @@ class World:
         with torch.no_grad():
             for t in list(module.parameters()) + list(module.buffers()):
                 dist.broadcast(t.data, src=0)
+        for m in module.modules():  # plain attributes that follow a buffer (the wave units' span)
+            if hasattr(m, "update_span"):
+                m.update_span()
 
     def gather(self, obj) -> list | None:
         """Every rank's ``obj``, in rank order, on rank 0 (None elsewhere)."""

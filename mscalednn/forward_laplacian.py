@@ -421,7 +421,7 @@ def _waves(waves: PlaneWaves, x: torch.Tensor, need_grad: bool, P: torch.Tensor 
     """The jet of sum_s c_s cos(k_s.x) + s_s sin(k_s.x) (one output): grad = sum_s a_s(x) k_s with
     a_s = s_s cos - c_s sin, Laplacian = -sum_s |k_s|^2 (c_s cos + s_s sin); with directions P,
     sum_p (p.k_s)^2 in place of |k_s|^2."""
-    K, c = waves.wave_vectors(), waves.coefficients()             # [S, d], [S, 2]
+    K, c = waves.live()                                           # [S, d], [S, 2]: placed slots
     z = x @ K.T
     cos, sin = torch.cos(z), torch.sin(z)
     value = cos * c[:, 0] + sin * c[:, 1]                         # [N, S]

@@ -15,7 +15,9 @@ from mscalednn.derivatives import value_grad_laplacian
 from mscalednn.forward_laplacian import forward_laplacian
 from mscalednn.nn import AdaptiveMscaleDNN
 from mscalednn.train import Checkpointing, seed_everything
-from mscalednn.wavefinder import best_magnitudes, distance, find_waves, fit_amplitudes, fourier_power, wave_basis
+from mscalednn.wavefinder import (amplitude_snr, best_magnitudes, box_points, distance, find_waves, fit_amplitudes,
+                                  fourier_power, hessians, plane_directions, wave_basis)
+from mscalednn.wavefinder import plane_waves as find_plane_waves
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
@@ -63,6 +65,63 @@ def test_finds_linearly_dependent_directions_by_matching_pursuit():
     assert ok, errors
 
 
+def neighbour_products(x):
+    """sum_i sin(pi x_i) cos(pi x_{i+1}), cyclic: 2d plane waves pi (e_i +- e_{i+1}), more than d."""
+    return (torch.sin(math.pi * x) * torch.cos(math.pi * x.roll(-1, dims=1))).sum(1)
+
+
+def neighbour_waves(d):
+    """The wave vectors of neighbour_products: pi (e_i + e_{i+1}) and pi (e_i - e_{i+1}), [2d, d]."""
+    true = torch.zeros(2 * d, d, dtype=F64)
+    for i in range(d):
+        true[2 * i, [i, (i + 1) % d]] = math.pi
+        true[2 * i + 1, i], true[2 * i + 1, (i + 1) % d] = math.pi, -math.pi
+    return true
+
+
+def test_hessian_coupling_gives_the_coupled_coordinate_planes_only():
+    d = 8
+    xh = box_points(torch.zeros(d), torch.ones(d), 50, torch.Generator().manual_seed(3))
+    V = plane_directions(hessians(neighbour_products, xh, 1e-3), 0.05, 2 * d)
+    planes = sorted({tuple(v.nonzero().flatten().tolist()) for v in V})
+    assert planes == sorted([tuple(sorted((i, (i + 1) % d))) for i in range(d)])  # the 8 neighbours, no other
+    assert V.shape == (2 * d, d) and torch.allclose(V.norm(dim=1), torch.ones(2 * d, dtype=F64))
+    one_dimensional = lambda x: (torch.sin(math.pi * x) + x ** 2).sum(1)  # noqa: E731
+    assert plane_directions(hessians(one_dimensional, xh, 1e-3), 0.05, 2 * d).shape == (0, d)
+    none = torch.zeros(0, d, dtype=F64)
+    assert len(find_plane_waves(one_dimensional, torch.zeros(d), torch.ones(d), torch.Generator().manual_seed(0),
+                                none, 64)) == 0
+
+
+def test_plane_waves_fit_more_low_waves_than_dimensions():
+    # 16 waves of |k| = pi sqrt 2 in 8D: the Fourier peaks overlap and Jennrich separates at most
+    # d directions; the coupled-plane candidates with the joint least-squares test find them all
+    d = 8
+    lo, hi = torch.zeros(d), torch.ones(d)
+    none = torch.zeros(0, d, dtype=F64)
+    waves = find_plane_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), none, 64)
+    true = neighbour_waves(d)
+    assert (distance(true, waves.k).min(dim=1).values < 0.1 * math.pi * math.sqrt(2)).all()  # each within 10%
+    assert 2 * d <= len(waves) <= 4 * d  # at most two magnitudes on each of a plane's two diagonals
+    x = box_points(lo, hi, 20000, torch.Generator().manual_seed(2))
+    r = neighbour_products(x) - neighbour_products(x).mean()
+    misfit = (r - wave_basis(x, waves.k) @ fit_amplitudes(r, x, waves.k)).norm() / r.norm()
+    assert misfit < 0.05, misfit  # measured 0.004 on fresh points
+    again = find_plane_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), none, 64)
+    assert torch.equal(waves.k, again.k)
+    assert len(find_plane_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), none, 5)) == 5
+
+
+def test_amplitude_snr_tells_present_waves_from_absent_ones():
+    gen = torch.Generator().manual_seed(5)
+    d = 6
+    x = torch.rand(8000, d, dtype=F64, generator=gen)
+    K = dense_unit(3, d, gen) * torch.tensor([[5.0], [9.0], [13.0]], dtype=F64)
+    r = 0.2 * torch.sin(x @ K[0] + 0.3) + 0.1 * torch.cos(x @ K[1]) + torch.randn(8000, dtype=F64, generator=gen)
+    snr = amplitude_snr(r, x, K)
+    assert snr[0] > 8 and snr[1] > 3 and snr[2] < 3.5, snr  # expected about 12.6, 6.3 and 1 (+- 1)
+
+
 def test_fft_magnitudes_match_the_direct_transform():
     # the spread-and-FFT scan of |F(t v)| finds the same peak as the direct sum on the same t grid
     gen = torch.Generator().manual_seed(4)
@@ -106,6 +165,25 @@ def test_an_untrained_network_s_own_waves_get_no_units():
     fast = record.found.k.norm(dim=1) > 3 * math.pi
     assert int(fast.sum()) >= 3 and (record.source_snr[fast] < 6).all()  # found, but not in f
     assert (record.placed.norm(dim=1) <= 3 * math.pi).all() if len(record.placed) else True
+
+
+def test_the_first_adaptation_places_the_source_s_waves_in_coupled_planes():
+    # 16 low waves pi (e_i +- e_{i+1}) in 8D: the residual's Fourier peaks miss them, the
+    # source's coupled planes give them units; a later adaptation adds no plane waves
+    d = 8
+    u = parse_expression("2 + sum(sin(pi*x)*cos(pi*roll(x, -1)))", d)
+    problem = PoissonProblem(u, (0.0,) * d, (1.0,) * d, name="neighbour products 8d")
+    torch.manual_seed(0)
+    model = load_run_config(ROOT / "configs" / "adaptive.yaml", ["model.width=48", "model.hidden_width=16"]).model.build(d)
+    model.set_output_scaling(2.0, 1.0)
+    x_in, x_bd = torch.rand(512, d), torch.rand(128, d)
+    batch = (x_in, x_bd, problem.f(x_in), problem.g(x_bd))
+    record = adapt(model, problem, batch, 100.0, step=1, seed=0, index=0)
+    true = neighbour_waves(d)
+    assert (distance(true, record.placed).min(dim=1).values < 0.1 * math.pi * math.sqrt(2)).all(), record.placed
+    assert int(model.waves.active.sum()) == len(record.placed)
+    later = adapt(model, problem, batch, 100.0, step=2, seed=0, index=1)
+    assert len(later.placed) <= 2  # the residual's peaks only: the planes were placed at index 0
 
 
 def test_the_next_estimation_waits_as_long_as_the_last_one_took_and_they_stop_at_5_percent():
@@ -210,6 +288,24 @@ def test_inactive_slots_have_no_output_and_no_gradient():
     model(x).sum().backward()
     assert model.waves.amplitude.grad[1:].abs().max() == 0 and model.waves.k.grad[1:].abs().max() == 0
     assert model.waves.amplitude.grad[0].abs().max() > 0
+
+
+def test_only_the_placed_slots_are_computed_and_the_span_survives_loading():
+    torch.manual_seed(0)
+    model = AdaptiveMscaleDNN(3, width=8, depth=2, wave_slots=200).double()
+    assert model.waves.span == 64  # one block from the start: no new shape for the first 64 waves
+    model.place_waves(torch.randn(70, 3, dtype=F64), torch.randn(70, 2, dtype=F64))
+    assert model.waves.span == 128 and model.waves.live()[0].shape == (128, 3)
+    x = torch.rand(50, 3, dtype=F64)
+    K, c = model.waves.wave_vectors(), model.waves.coefficients()  # every slot, masked
+    every_slot = torch.cos(x @ K.T) @ c[:, 0] + torch.sin(x @ K.T) @ c[:, 1]  # all 200
+    assert torch.allclose(model.waves(x).squeeze(-1), every_slot, atol=1e-14)
+    u, _, lap = forward_laplacian(model, x)
+    fresh = AdaptiveMscaleDNN(3, width=8, depth=2, wave_slots=200).double()
+    fresh.load_state_dict(model.state_dict())  # a checkpoint, or a broadcast from rank 0
+    assert fresh.waves.span == 128
+    u2, _, lap2 = forward_laplacian(fresh, x)
+    assert torch.equal(u, u2) and torch.equal(lap, lap2)
 
 
 # -- in training -----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ checkpoints, optimizers and the forward Laplacian see one fixed network.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -27,6 +28,9 @@ from torch import nn
 
 from ..errors import ConfigError
 from .mscale import MscaleDNN
+
+
+SPAN_BLOCK = 64  # the wave units' computed span grows in blocks of this many slots
 
 
 class PlaneWaves(nn.Module):
@@ -42,6 +46,7 @@ class PlaneWaves(nn.Module):
         self.k = nn.Parameter(torch.zeros(slots, in_dim))
         self.amplitude = nn.Parameter(torch.zeros(slots, 2))
         self.register_buffer("active", torch.zeros(slots, dtype=torch.bool))
+        self.span = min(slots, SPAN_BLOCK)  # slots [0, span) hold every active one (a plain int: no device read)
 
     def wave_vectors(self) -> torch.Tensor:
         """k_s for every slot, [slots, d] (zero rows for inactive slots)."""
@@ -51,10 +56,28 @@ class PlaneWaves(nn.Module):
         """The amplitudes with inactive slots masked to zero, [slots, 2]."""
         return self.amplitude * self.active[:, None]
 
+    def live(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(wave vectors [span, d], amplitudes [span, 2]) of the slots up to the last active one,
+        inactive ones masked: what the forward passes compute with. Slots are placed in order and
+        the span grows in blocks of ``SPAN_BLOCK``, so 256 slots with 40 placed cost 64 units, not
+        256, and a compiled network sees a new shape (and recompiles) only when a block fills."""
+        return self.wave_vectors()[:self.span], self.coefficients()[:self.span]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = x @ self.wave_vectors().T
-        c = self.coefficients()
+        K, c = self.live()
+        z = x @ K.T
         return (torch.cos(z) @ c[:, 0] + torch.sin(z) @ c[:, 1]).unsqueeze(-1)
+
+    def update_span(self) -> None:
+        """Set ``span`` from the ``active`` buffer (after it was written from outside: a state
+        dict, a broadcast from another process)."""
+        placed = self.active.nonzero()
+        last = int(placed.max()) + 1 if placed.numel() else 0
+        self.span = min(self.k.shape[0], SPAN_BLOCK * max(1, math.ceil(last / SPAN_BLOCK)))
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.update_span()
 
     @property
     def free(self) -> int:
@@ -69,6 +92,7 @@ class PlaneWaves(nn.Module):
             self.k[s] = K[i]
             self.amplitude[s] = 0.0 if amplitudes is None else amplitudes[i]
             self.active[s] = True
+        self.update_span()
         return slots
 
 
