@@ -12,8 +12,8 @@ At each budget fraction in ``model.adapt_at`` the training loop calls :func:`ada
    f = -Laplace u* (weighted by |k|^2), so a peak of r that f lacks is the network's own
    content (at initialisation its random high-scale sin units; in d = 50 these are most of the
    peaks), which its weights can undo without a new unit. The test is |F_f(k)| above
-   ``noise_factor`` times the sampling noise rms(f) / sqrt(n), or the joint least-squares
-   amplitude above ``noise_factor`` standard errors, on fresh points (independent of
+   ``noise_factor`` times the sampling noise rms(f) / sqrt(n) (for the source's plane waves,
+   or the joint least-squares amplitude above ``noise_factor`` standard errors) on fresh points (independent of
    the points the peak was found on, so the maximisation over k cannot fake it);
 3. waves already held by a unit (within the peak width, up to sign) are dropped; the rest,
    strongest first, up to ``max_new_waves`` and the free slots, get units;
@@ -133,11 +133,12 @@ def predicted_seconds(fn, problem: PoissonProblem, n_refine: int = N_REFINE) -> 
     return probe * (n_refine + (3 * 2 * d * hessian_points(d) if d > 1 else 0)) / PROBE_POINTS
 
 
-def source_snr(problem: PoissonProblem, K: torch.Tensor, generator: torch.Generator, n: int = 16000) -> torch.Tensor:
+def source_snr(problem: PoissonProblem, K: torch.Tensor, generator: torch.Generator, n: int = 16000,
+               joint: bool = False) -> torch.Tensor:
     """|F_f(k)| / (rms(f) / sqrt(n)) for each row k of K [M, d], f the source (mean removed) on n
-    fresh uniform points of the domain, or where larger the amplitude of k in the joint
-    least-squares fit of f by all of K over its standard error (:func:`amplitude_snr`): about 1
-    (Rayleigh) where f has no wave, large where it has.
+    fresh uniform points of the domain (with ``joint``, or where larger the amplitude of k in the
+    joint least-squares fit of f by all of K over its standard error, :func:`amplitude_snr`):
+    about 1 (Rayleigh) where f has no wave, large where it has.
     For an operator with coefficients the largest of this ratio over f and the coefficients a, c
     and kappa^2: the solution's waves come from the source or from the coefficients (a(x) that
     oscillates makes u ripple at a's wave vectors, whatever f is)."""
@@ -152,7 +153,8 @@ def source_snr(problem: PoissonProblem, K: torch.Tensor, generator: torch.Genera
     for v in fields:
         v = v - v.mean()
         ratios.append(fourier_power(v, x, K) / (float(v.norm()) / n + 1e-300))
-        ratios.append(amplitude_snr(v, x, K))  # many waves sharing f's variance: the joint fit
+        if joint:  # many waves sharing f's variance (the plane waves): the joint fit
+            ratios.append(amplitude_snr(v, x, K))
     return torch.stack(ratios).amax(dim=0)
 
 
@@ -232,14 +234,15 @@ def adapt(model: AdaptiveMscaleDNN, problem: PoissonProblem, batch: tuple, beta:
                           none, [], seconds, skipped=f"the estimation would take at least {predicted:.1f} s, more "
                           f"than the {share:.1%} of the budget left to estimations")
     found = find_waves(fn, lo, hi, generator, noise_factor=NOISE_FACTOR, points=problem.points)
+    snr = source_snr(problem, found.k, generator)
+    radius = math.pi / float((hi - lo).max())
     if index == 0:  # the source's waves in coupled coordinate planes, beside the residual's peaks
         none = torch.zeros(0, problem.dim, dtype=torch.float64)
         planes = plane_waves(lambda x: problem.f(x).double(), lo, hi, generator, none,
                              min(model.max_new_waves, model.waves.free), NOISE_FACTOR, points=problem.points)
-        extra = ~near(planes.k, found.k, math.pi / float((hi - lo).max()))
+        extra = ~near(planes.k, found.k, radius)
         found = Waves(torch.cat([found.k, planes.k[extra]]), torch.cat([found.power, planes.power[extra]]), found.noise)
-    snr = source_snr(problem, found.k, generator)
-    radius = math.pi / float((hi - lo).max())
+        snr = torch.cat([snr, source_snr(problem, planes.k[extra], generator, joint=True)])
     held = model.waves.k.detach().cpu().double()[model.waves.active.cpu()]
     new = found.k[(snr > NOISE_FACTOR) & ~near(found.k, held, radius)][:min(model.max_new_waves, model.waves.free)]
     slots: list[int] = []
