@@ -151,17 +151,22 @@ def test_the_source_check_tells_waves_of_the_solution_from_the_network_s_own():
     assert snr[2] > 6  # an estimate 3% off the true k (inside the peak) still counts
 
 
+def first_adaptation(expression, d, scale):
+    """A small default-config network for u* = ``expression`` on [0,1]^d, and its first
+    adaptation: (model, problem, batch, record)."""
+    problem = PoissonProblem(parse_expression(expression, d), (0.0,) * d, (1.0,) * d, name=f"{d}d")
+    torch.manual_seed(0)
+    model = load_run_config(ROOT / "configs" / "adaptive.yaml", ["model.width=48", "model.hidden_width=16"]).model.build(d)
+    model.set_output_scaling(2.0, scale)
+    x_in, x_bd = torch.rand(512, d), torch.rand(128, d)
+    batch = (x_in, x_bd, problem.f(x_in), problem.g(x_bd))
+    return model, problem, batch, adapt(model, problem, batch, 100.0, step=1, seed=0, index=0)
+
+
 def test_an_untrained_network_s_own_waves_get_no_units():
     # in d = 20 the untrained network's residual peaks at its own random high-scale sin units;
     # u* is smooth, so f has none of them and nothing fast is placed
-    d = 20
-    u = parse_expression("2 + sum(sin(pi*x)*cos(pi*roll(x, -1)))/sqrt(d)", d)
-    problem = PoissonProblem(u, (0.0,) * d, (1.0,) * d, name="smooth 20d")
-    torch.manual_seed(0)
-    model = load_run_config(ROOT / "configs" / "adaptive.yaml", ["model.width=48", "model.hidden_width=16"]).model.build(d)
-    model.set_output_scaling(2.0, 0.3)
-    x_in, x_bd = torch.rand(512, d), torch.rand(128, d)
-    record = adapt(model, problem, (x_in, x_bd, problem.f(x_in), problem.g(x_bd)), 100.0, step=1, seed=0, index=0)
+    _, _, _, record = first_adaptation("2 + sum(sin(pi*x)*cos(pi*roll(x, -1)))/sqrt(d)", 20, 0.3)
     fast = record.found.k.norm(dim=1) > 3 * math.pi
     assert int(fast.sum()) >= 3 and (record.source_snr[fast] < 6).all()  # found, but not in f
     assert (record.placed.norm(dim=1) <= 3 * math.pi).all() if len(record.placed) else True
@@ -171,14 +176,7 @@ def test_the_first_adaptation_places_the_source_s_waves_in_coupled_planes():
     # 16 low waves pi (e_i +- e_{i+1}) in 8D: the residual's Fourier peaks miss them, the
     # source's coupled planes give them units; a later adaptation adds no plane waves
     d = 8
-    u = parse_expression("2 + sum(sin(pi*x)*cos(pi*roll(x, -1)))", d)
-    problem = PoissonProblem(u, (0.0,) * d, (1.0,) * d, name="neighbour products 8d")
-    torch.manual_seed(0)
-    model = load_run_config(ROOT / "configs" / "adaptive.yaml", ["model.width=48", "model.hidden_width=16"]).model.build(d)
-    model.set_output_scaling(2.0, 1.0)
-    x_in, x_bd = torch.rand(512, d), torch.rand(128, d)
-    batch = (x_in, x_bd, problem.f(x_in), problem.g(x_bd))
-    record = adapt(model, problem, batch, 100.0, step=1, seed=0, index=0)
+    model, problem, batch, record = first_adaptation("2 + sum(sin(pi*x)*cos(pi*roll(x, -1)))", d, 1.0)
     true = neighbour_waves(d)
     assert (distance(true, record.placed).min(dim=1).values < 0.1 * math.pi * math.sqrt(2)).all(), record.placed
     assert int(model.waves.active.sum()) == len(record.placed)
