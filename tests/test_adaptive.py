@@ -396,7 +396,11 @@ def test_solve_writes_the_waves_against_the_exact_ones(tmp_path):
     assert [a["step"] for a in metrics["adaptations"]] == [10]
     rows = json.loads((out / "waves.json").read_text())
     true = 7 * math.pi * torch.tensor([0.48, 0.6, 0.64], dtype=F64)
-    top = rows[0]  # the largest wave of u* among those placed: the fast one, found within 2%
+    # The smooth part prod sin(pi x_i) couples every coordinate plane, so plane waves of |k| ~ 6
+    # that carry its projection on the box are placed too (the source's plane waves). Among the
+    # high-frequency waves placed, the largest of u* is the fast one, found within 2%.
+    fast = [r for r in rows if r["norm_k_exact"] > 2 * math.pi * math.sqrt(3)]
+    top = fast[0]
     assert abs(top["norm_k_exact"] - float(true.norm())) < 0.01 * float(true.norm())
     assert top["error_placed"] < 0.02 and 0.05 < top["amplitude_exact"] < 0.15
     assert (out / "waves.png").stat().st_size > 10000
