@@ -239,7 +239,8 @@ def adapt(model: AdaptiveMscaleDNN, problem: PoissonProblem, batch: tuple, beta:
     if index == 0:  # the source's waves in coupled coordinate planes, beside the residual's peaks
         none = torch.zeros(0, problem.dim, dtype=torch.float64)
         planes = plane_waves(lambda x: problem.f(x).double(), lo, hi, generator, none,
-                             min(model.max_new_waves, model.waves.free), NOISE_FACTOR, points=problem.points)
+                             min(model.max_new_waves, model.waves.free), NOISE_FACTOR, points=problem.points,
+                             turn=model.turn_plane_waves)
         extra = ~near(planes.k, found.k, radius)
         found = Waves(torch.cat([found.k, planes.k[extra]]), torch.cat([found.power, planes.power[extra]]), found.noise)
         snr = torch.cat([snr, source_snr(problem, planes.k[extra], generator, joint=True)])
