@@ -372,18 +372,20 @@ def plane_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi
     C = C[~near(C, K, radius)]
     if C.shape[0] == 0:
         return none
-    snr = amplitude_snr(r, x, torch.cat([K, C]))[K.shape[0]:]
-    order = snr.argsort(descending=True, stable=True)
-    C = C[order[snr[order] > noise_factor][:max_waves]]
-    if not turn or C.shape[0] == 0:
-        return Waves(C, fourier_power(r, x, C), float(r.norm()) / n_points)
-    # Turn them within their planes: a joint fit of every kept wave's two in-plane components
-    # (the known waves held), so that waves off the diagonals, (a, b) with a != b, are met.
-    n_fit = min(n_points, FIT_POINTS)
-    fitted, c = fit_waves(rest[:n_fit], x[:n_fit], C, iterations=FIT_ITERATIONS, free=C != 0)
-    fitted = fitted[merge(fitted, c.norm(dim=1), radius).sort().values]  # two may meet on one wave
-    snr = amplitude_snr(r, x, torch.cat([K, fitted]))[K.shape[0]:]
-    keep = snr > noise_factor
-    C = fitted[keep][snr[keep].argsort(descending=True, stable=True)]
+
+    def strongest(C: torch.Tensor) -> torch.Tensor:
+        """C's rows whose joint amplitude (beside the known waves) is clear of the noise, at
+        most max_waves, strongest first."""
+        snr = amplitude_snr(r, x, torch.cat([K, C]))[K.shape[0]:]
+        order = snr.argsort(descending=True, stable=True)
+        return C[order[snr[order] > noise_factor][:max_waves]]
+
+    C = strongest(C)
+    if turn and C.shape[0]:
+        # Turn them within their planes: a joint fit of every kept wave's two in-plane components
+        # (the known waves held), so that waves off the diagonals, (a, b) with a != b, are met.
+        n_fit = min(n_points, FIT_POINTS)
+        fitted, c = fit_waves(rest[:n_fit], x[:n_fit], C, iterations=FIT_ITERATIONS, free=C != 0)
+        C = strongest(fitted[merge(fitted, c.norm(dim=1), radius).sort().values])  # two may meet on one wave
     return Waves(C, fourier_power(r, x, C), float(r.norm()) / n_points)
 

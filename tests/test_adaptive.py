@@ -70,12 +70,13 @@ def neighbour_products(x):
     return (torch.sin(math.pi * x) * torch.cos(math.pi * x.roll(-1, dims=1))).sum(1)
 
 
-def neighbour_waves(d):
-    """The wave vectors of neighbour_products: pi (e_i + e_{i+1}) and pi (e_i - e_{i+1}), [2d, d]."""
+def neighbour_waves(d, a=math.pi, b=math.pi, shift=1):
+    """The waves a e_i + b e_{i+shift} and a e_i - b e_{i+shift} (cyclic), [2d, d]: by default
+    those of neighbour_products, pi (e_i +- e_{i+1})."""
     true = torch.zeros(2 * d, d, dtype=F64)
     for i in range(d):
-        true[2 * i, [i, (i + 1) % d]] = math.pi
-        true[2 * i + 1, i], true[2 * i + 1, (i + 1) % d] = math.pi, -math.pi
+        true[2 * i, i] = true[2 * i + 1, i] = a
+        true[2 * i, (i + shift) % d], true[2 * i + 1, (i + shift) % d] = b, -b
     return true
 
 
@@ -115,25 +116,22 @@ def test_plane_waves_fit_more_low_waves_than_dimensions():
 
 def test_plane_waves_turn_off_the_diagonals_within_their_planes():
     # sum_i sin(2 pi x_i) sin(pi x_{i+2}): waves pi (2, +-1) in the planes (i, i+2), off the
-    # diagonals the candidates start on (there they were 35% off and left 81% of f unexplained)
+    # diagonals the candidates start on (there they were 46% off and left 50% of f unexplained)
     d = 8
     lo, hi = torch.zeros(d), torch.ones(d)
 
     def f(x):
         return (torch.sin(2 * math.pi * x) * torch.sin(math.pi * x.roll(-2, dims=1))).sum(1)
-    true = torch.zeros(2 * d, d, dtype=F64)
-    for i in range(d):
-        true[2 * i, i] = true[2 * i + 1, i] = 2 * math.pi
-        true[2 * i, (i + 2) % d], true[2 * i + 1, (i + 2) % d] = math.pi, -math.pi
+    true = neighbour_waves(d, 2 * math.pi, math.pi, shift=2)
     none = torch.zeros(0, d, dtype=F64)
     diagonal = find_plane_waves(f, lo, hi, torch.Generator().manual_seed(1), none, 64, turn=False)
-    assert distance(true, diagonal.k).min(dim=1).values.max() > 0.2 * float(true[0].norm())  # measured 35% off
+    assert distance(true, diagonal.k).min(dim=1).values.max() > 0.2 * float(true[0].norm())  # measured 46% off
     waves = find_plane_waves(f, lo, hi, torch.Generator().manual_seed(1), none, 64)
-    assert (distance(true, waves.k).min(dim=1).values < 0.05 * true.norm(dim=1)).all()  # measured 1.3%
+    assert (distance(true, waves.k).min(dim=1).values < 0.05 * true.norm(dim=1)).all()  # measured 1.0%
     x = box_points(lo, hi, 20000, torch.Generator().manual_seed(2))
     r = f(x) - f(x).mean()
     misfit = (r - wave_basis(x, waves.k) @ fit_amplitudes(r, x, waves.k)).norm() / r.norm()
-    assert misfit < 0.05, misfit  # measured 0.005 on fresh points
+    assert misfit < 0.05, misfit  # measured 0.010 on fresh points
 
 
 def test_amplitude_snr_tells_present_waves_from_absent_ones():
