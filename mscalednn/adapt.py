@@ -5,14 +5,14 @@ At each budget fraction in ``model.adapt_at`` the training loop calls :func:`ada
 1. the residual r = -Laplace u_theta - f of the current network (a float64 copy; for the
    Ritz loss the same strong residual) is handed to :func:`mscalednn.wavefinder.find_waves`,
    which returns wave vectors k (direction and magnitude) where r has power; at the first
-   adaptation :func:`mscalednn.wavefinder.plane_waves` adds the source's waves in the
-   coordinate planes its Hessians couple (many low waves, more than d, whose Fourier peaks
-   overlap: poisson50d's 100);
+   adaptation :func:`mscalednn.wavefinder.coupled_waves` adds the source's waves in the
+   groups of coordinates its Hessians couple (many low waves, more than d, whose Fourier peaks
+   overlap: poisson50d's 100; the 2^(q-1) waves of a product of oscillations in q coordinates);
 2. waves the source f itself has no power at are dropped: a plane wave of u* is one of
    f = -Laplace u* (weighted by |k|^2), so a peak of r that f lacks is the network's own
    content (at initialisation its random high-scale sin units; in d = 50 these are most of the
    peaks), which its weights can undo without a new unit. The test is |F_f(k)| above
-   ``noise_factor`` times the sampling noise rms(f) / sqrt(n) (for the source's plane waves,
+   ``noise_factor`` times the sampling noise rms(f) / sqrt(n) (for the source's coupled waves,
    or the joint least-squares amplitude above ``noise_factor`` standard errors) on fresh points (independent of
    the points the peak was found on, so the maximisation over k cannot fake it);
 3. waves already held by a unit (within the peak width, up to sign) are dropped; the rest,
@@ -41,9 +41,8 @@ from .forward_laplacian import auto_chunk, forward_laplacian
 from .nn.adaptive import AdaptiveMscaleDNN
 from .operator import LAPLACE, Operator
 from .problem import PoissonProblem
-from .wavefinder import (N_REFINE, Waves, amplitude_snr, find_waves, fit_waves, fourier_power, hessian_points,
-                         plane_waves,
-                         least_squares, near, wave_basis)
+from .wavefinder import (N_REFINE, Waves, amplitude_snr, coupled_waves, find_waves, fit_waves, fourier_power,
+                         hessian_points, least_squares, near, wave_basis)
 
 
 NOISE_FACTOR = 6.0  # a peak counts when its |F| exceeds this many times the sampling noise
@@ -153,7 +152,7 @@ def source_snr(problem: PoissonProblem, K: torch.Tensor, generator: torch.Genera
     for v in fields:
         v = v - v.mean()
         ratios.append(fourier_power(v, x, K) / (float(v.norm()) / n + 1e-300))
-        if joint:  # many waves sharing f's variance (the plane waves): the joint fit
+        if joint:  # many waves sharing f's variance (the coupled waves): the joint fit
             ratios.append(amplitude_snr(v, x, K))
     return torch.stack(ratios).amax(dim=0)
 
@@ -236,11 +235,10 @@ def adapt(model: AdaptiveMscaleDNN, problem: PoissonProblem, batch: tuple, beta:
     found = find_waves(fn, lo, hi, generator, noise_factor=NOISE_FACTOR, points=problem.points)
     snr = source_snr(problem, found.k, generator)
     radius = math.pi / float((hi - lo).max())
-    if index == 0:  # the source's waves in coupled coordinate planes, beside the residual's peaks
+    if index == 0:  # the source's waves in coupled groups of coordinates, beside the residual's peaks
         none = torch.zeros(0, problem.dim, dtype=torch.float64)
-        planes = plane_waves(lambda x: problem.f(x).double(), lo, hi, generator, none,
-                             min(model.max_new_waves, model.waves.free), NOISE_FACTOR, points=problem.points,
-                             turn=model.turn_plane_waves)
+        planes = coupled_waves(lambda x: problem.f(x).double(), lo, hi, generator, none,
+                               min(model.max_new_waves, model.waves.free), NOISE_FACTOR, points=problem.points)
         extra = ~near(planes.k, found.k, radius)
         found = Waves(torch.cat([found.k, planes.k[extra]]), torch.cat([found.power, planes.power[extra]]), found.noise)
         snr = torch.cat([snr, source_snr(problem, planes.k[extra], generator, joint=True)])

@@ -22,23 +22,31 @@ r in four steps (docs/method.md section 6):
 4. **matching pursuit**: the waves found are fitted (least squares) and removed from r and from
    the Hessians, and steps 1-3 run again on what is left.
 
-:func:`plane_waves` finds what these steps miss when many low waves lie in coordinate planes
-(more than d of them, peaks overlapping): candidates on the diagonals of the planes the
-Hessians couple, kept by a joint least-squares test.
+:func:`coupled_waves` finds what these steps miss where the waves are more than d, or their
+Fourier peaks overlap: many low waves in coordinate planes (sin(pi x_i) cos(pi x_{i+1}) for every
+i), or a product of oscillations across q coordinates (2^(q-1) waves along directions with q
+nonzero components). The Hessians show which coordinates are coupled, lines along each such
+coordinate give its frequencies, and every sign pattern of them is a candidate, pruned by a joint
+least-squares fit.
 
-Where it fails (docs/method.md section 6): more than d significant directions that no
-matching-pursuit round separates (e.g. the 16 diagonals of a product of sines in 5D) leave step
-1 without the right directions; an oscillation that is not a plane wave (compactly supported,
-or with a varying amplitude) has no sharp peak.
+Where it fails (docs/method.md section 6): an oscillation that is not a sum of plane waves and
+products (compactly supported, or with a varying amplitude) has no sharp peak; a product over
+more than ``MAX_GROUP`` coordinates is too many waves to place.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import networkx
 import torch
+
+MAX_GROUP = 8  # coupled_groups: cliques of more coordinates give their pairs
+LINES = 16  # line_frequencies: lines per coordinate
+SELECT_FLOOR = 1e-3  # prune_waves: a misfit below this share of the rms is good enough
 
 
 @dataclass(frozen=True)
@@ -87,47 +95,236 @@ def jennrich_directions(H: torch.Tensor, generator: torch.Generator) -> torch.Te
     return V / V.norm(dim=1, keepdim=True).clamp_min(1e-300)
 
 
-def plane_directions(H: torch.Tensor, rel_threshold: float, max_planes: int) -> torch.Tensor:
-    """Unit directions (e_i + e_j) / sqrt 2 and (e_i - e_j) / sqrt 2 [2P, d] in the P coordinate
-    planes (i, j) where the Hessians H [m, d, d] couple x_i and x_j most: the normalised coupling
-    c_ij = mean(H_ij^2) / sqrt(mean(H_ii^2) mean(H_jj^2)) above ``rel_threshold`` times the
-    largest, at most ``max_planes`` of them, strongest first.
-
-    A wave k adds to H_ij exactly when k_i k_j != 0; a sum of one-dimensional terms couples no
-    plane. Jennrich's diagonalisation separates at most d directions; a function made of waves
-    in many coordinate planes (sin(pi x_i) cos(pi x_{i+1}) for every i: 2d waves) has more, and
-    these candidates reach them."""
-    d = H.shape[-1]
-    C = H.square().mean(0)
-    diag = C.diagonal().clamp_min(1e-300)
-    i, j = torch.triu_indices(d, d, 1)
-    coupling = (C / torch.sqrt(diag[:, None] * diag[None, :]))[i, j]
-    if coupling.numel() == 0 or not float(coupling.max()) > 0:
-        return torch.zeros(0, d, dtype=H.dtype)
-    order = coupling.argsort(descending=True, stable=True)[:max_planes]
-    order = order[coupling[order] > rel_threshold * coupling.max()]
-    rows = torch.arange(order.numel())
-    V = torch.zeros(2 * order.numel(), d, dtype=H.dtype)
-    V[2 * rows, i[order]] = V[2 * rows, j[order]] = V[2 * rows + 1, i[order]] = 1.0
-    V[2 * rows + 1, j[order]] = -1.0
-    return V / math.sqrt(2.0)
-
-
 def amplitude_snr(r: torch.Tensor, x: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """For each wave k_m (rows of K [M, d]): the amplitude of its joint least-squares fit
-    r ~ wave_basis(x, K) c over its standard error (sigma^2 (A^T A)^-1, sigma the rms misfit),
-    [M]. Where many waves share the variance of r, no single |F(k)| stands clear of the
-    sampling noise, but the joint fit still tells which waves r has: about 1 where it has none."""
+    r ~ constant + wave_basis(x, K) c over its standard error (sigma^2 (A^T A)^-1, sigma the rms
+    misfit), [M]. Where many waves share the variance of r, no single |F(k)| stands clear of the
+    sampling noise, but the joint fit still tells which waves r has: about 1 where it has none.
+    The constant matters on a box that holds few periods: there the waves are not orthogonal to
+    it, and r's mean, removed, would otherwise be fitted by them."""
     M = K.shape[0]
     if M == 0:
         return torch.zeros(0, dtype=r.dtype)
-    A = wave_basis(x, K)
+    A = torch.cat([wave_basis(x, K), torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
     AtA = A.T @ A
     AtA.diagonal().add_(1e-10 * float(AtA.diagonal().mean()) + 1e-300)
     c = torch.linalg.solve(AtA, A.T @ r)
-    sigma2 = float((r - A @ c).square().sum()) / max(x.shape[0] - 2 * M, 1)
+    sigma2 = float((r - A @ c).square().sum()) / max(x.shape[0] - 2 * M - 1, 1)
     var = torch.linalg.inv(AtA).diagonal() * sigma2
-    return torch.hypot(c[:M], c[M:]) / torch.sqrt(0.5 * (var[:M] + var[M:])).clamp_min(1e-300)
+    return torch.hypot(c[:M], c[M:2 * M]) / torch.sqrt(0.5 * (var[:M] + var[M:2 * M])).clamp_min(1e-300)
+
+
+def coupled_groups(H: torch.Tensor, rel_threshold: float, max_pairs: int,
+                   max_size: int = MAX_GROUP) -> list[tuple[int, ...]]:
+    """The groups of coordinates that the Hessians H [m, d, d] show coupled: the maximal cliques
+    of the graph whose edges are the coordinate pairs (i, j) with normalised coupling
+    c_ij = mean(H_ij^2) / sqrt(mean(H_ii^2) mean(H_jj^2)) above ``rel_threshold`` times the
+    largest. A clique of more than ``max_size`` coordinates (its sign patterns would be too many
+    waves) gives its pairs instead; of the pairs at most ``max_pairs``, the most coupled.
+    Sorted: groups of three or more first, then pairs, each in coordinate order.
+
+    A wave k adds to H_ij exactly when k_i k_j != 0, so a sum of one-dimensional terms couples no
+    pair, sin(pi x_i) cos(pi x_{i+1}) couples the pair (i, i+1), and a product of oscillations
+    in q coordinates couples all q(q-1)/2 pairs among them: a clique of q."""
+    d = H.shape[-1]
+    C = H.square().mean(0)
+    root = C.diagonal().sqrt()
+    i, j = torch.triu_indices(d, d, 1)
+    coupling = (C / (root[:, None] * root[None, :]).clamp_min(1e-300))[i, j]  # 0 where fn ignores x_i
+    if coupling.numel() == 0 or not float(coupling.max()) > 0:
+        return []
+    strength = {(int(i[e]), int(j[e])): float(coupling[e]) for e in
+                (coupling > rel_threshold * coupling.max()).nonzero().flatten().tolist()}
+    graph = networkx.Graph(list(strength))
+    large, pairs = set(), set()
+    for clique in networkx.find_cliques(graph):
+        clique = tuple(sorted(clique))
+        if 3 <= len(clique) <= max_size:
+            large.add(clique)
+        else:
+            pairs.update(itertools.combinations(clique, 2))
+    pairs = sorted(pairs, key=lambda p: (-strength[p], p))[:max_pairs]
+    return sorted(large) + sorted(pairs)
+
+
+def line_frequencies(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor,
+                     coords: list[int], generator: torch.Generator, lines: int = LINES, k_max: float = 200.0,
+                     top: int = 2, rel_gain: float = 0.05) -> dict[int, list[float]]:
+    """For each coordinate i in ``coords``, the frequencies |k_i| fn oscillates at along x_i, at
+    most ``top``, strongest first: fn on ``lines`` random lines parallel to the x_i axis across
+    the box (2 k_max / pi + 1 points each), fitted by least squares with a constant and sinusoids
+    [cos(w s), sin(w s)] of shared frequencies w and each line's own amplitudes. A frequency
+    is added greedily (the w that explains most beside those found, on a grid four times finer
+    than pi / length, then each searched again with the others held, then all polished jointly),
+    and kept where it adds at least ``rel_gain`` times what the first one explained, or half of
+    what the others leave (above round-off: fn is evaluated exactly, so two frequencies a line
+    cannot tell apart by eye, 2 pi and 1.86 pi, still fit it to 1e-15 together and 5e-4 apart).
+    Frequencies within one grid step of one found are not searched (on the line they are not told apart, and their nearly equal
+    columns would only fit noise).
+
+    Returned in increasing order: :func:`group_waves` pairs the high frequencies of a group's
+    coordinates first, then the low ones (a product of a smooth and a fast factor in every
+    coordinate).
+
+    A plane wave sin(k.x + phi) on a line along x_i is sin(k_i s + const): every wave with the
+    same |k_i| gives the same frequency, whatever its other components; so a product of
+    oscillations across q coordinates, 2^(q-1) waves, shows its q frequencies one coordinate at a
+    time (a Fourier peak along the axis is damped by the other factors' means instead)."""
+    lo, hi = lo.double(), hi.double()
+    d = lo.numel()
+    out: dict[int, list[float]] = {}
+    for i in coords:
+        length = float(hi[i] - lo[i])
+        n = math.ceil(2 * k_max * length / math.pi) + 1
+        s = (torch.arange(n, dtype=torch.float64) + 0.5) * length / n
+        x = (lo + (hi - lo) * torch.rand(lines, 1, d, dtype=torch.float64, generator=generator)).repeat(1, n, 1)
+        x[:, :, i] = lo[i] + s
+        with torch.no_grad():
+            v = fn(x.reshape(-1, d)).double().reshape(lines, n)
+        step = math.pi / (4 * length)
+        apart = step / 4  # nearer frequencies are not told apart on the line
+        grid = torch.arange(1, math.floor(k_max / step) + 1, dtype=torch.float64) * step
+
+        def fit_energy(ws: list[float]) -> float:
+            return float(line_fit_energy(v, s, torch.tensor(ws[-1:], dtype=torch.float64), ws[:-1])[0])
+
+        def search(others: list[float]) -> tuple[float, float]:
+            """The grid frequency (apart from ``others``) whose fit with them explains most, and that energy."""
+            allowed = grid[torch.stack([(grid - w).abs() > apart for w in others]).all(0)] if others else grid
+            energy = line_fit_energy(v, s, allowed, others)
+            return float(allowed[int(energy.argmax())]), float(energy.max())
+
+        found: list[float] = []
+        explained = float(v.mean(1).square().sum()) * n  # by the constants alone
+        total = float(v.square().sum())
+        first = 0.0
+        for _ in range(top):
+            trial = found + [search(found)[0]]
+            for _sweep in range(2 if len(trial) > 1 else 0):  # each searched again with the others held
+                for m in range(len(trial)):
+                    w, energy = search(trial[:m] + trial[m + 1:])
+                    if energy > fit_energy(trial):
+                        trial[m] = w
+            trial = polish_frequencies(v, s, trial, apart)
+            energy = fit_energy(trial)
+            gain, left = energy - explained, total - explained
+            if found and not (gain > 1e-6 * first and (gain >= 0.5 * left or gain >= rel_gain * first)):
+                break
+            found, explained, first = trial, energy, first or energy - explained
+        out[i] = sorted(found)
+    return out
+
+
+def line_fit_energy(v: torch.Tensor, s: torch.Tensor, omegas: torch.Tensor, others: list[float]) -> torch.Tensor:
+    """For each w of ``omegas``: the energy of the lines' values v [lines, n] at s [n] explained by
+    a least-squares fit with a constant, cos / sin of the ``others`` and of w (each line its own
+    coefficients; the basis is shared), [len(omegas)]."""
+    base = [torch.ones_like(s)] + [f(w * s) for w in others for f in (torch.cos, torch.sin)]
+    B = torch.stack(base, 1).expand(omegas.numel(), -1, -1)
+    phase = omegas[:, None] * s[None, :]
+    B = torch.cat([B, torch.cos(phase)[..., None], torch.sin(phase)[..., None]], dim=2)   # [W, n, b]
+    Q = torch.linalg.qr(B).Q                                                               # stable
+    return torch.einsum("wnb,ln->wbl", Q, v).square().sum((1, 2))
+
+
+def polish_frequencies(v: torch.Tensor, s: torch.Tensor, found: list[float], apart: float,
+                       iterations: int = 30) -> list[float]:
+    """The frequencies ``found`` moved jointly (L-BFGS from there) to maximise the energy of the
+    lines' values v [lines, n] that a fit with a constant and all of them explains: two low
+    frequencies on a line that holds one or two periods are nearly collinear, and searching one at
+    a time with the other held stops short of the joint optimum. Kept only where it explains more
+    (by :func:`line_fit_energy`) and leaves the frequencies positive and ``apart``."""
+    w = torch.tensor(found, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
+                            tolerance_grad=0.0, tolerance_change=0.0)
+    scale = float(v.square().sum()) + 1e-300
+
+    def loss():
+        opt.zero_grad()
+        B = torch.cat([torch.ones_like(s)[:, None], torch.cos(w[None, :] * s[:, None]),
+                       torch.sin(w[None, :] * s[:, None])], dim=1)
+        BtB = B.T @ B
+        BtB = BtB + 1e-10 * s.numel() * torch.eye(B.shape[1], dtype=B.dtype)
+        Btv = B.T @ v.T
+        value = -(Btv * torch.linalg.solve(BtB, Btv)).sum() / scale
+        value.backward()
+        return value
+
+    opt.step(loss)
+    polished = [float(t) for t in w.detach()]
+
+    spread = all(abs(a - b) > apart for a, b in itertools.combinations(polished, 2))
+    energy = lambda ws: float(line_fit_energy(v, s, torch.tensor(ws[-1:], dtype=torch.float64), ws[:-1])[0])  # noqa: E731
+    if min(polished) > 0 and spread and energy(polished) >= energy(found):
+        return polished
+    return found
+
+
+def group_waves(groups: list[tuple[int, ...]], frequencies: dict[int, list[float]], d: int,
+                max_per_group: int = 256) -> torch.Tensor:
+    """Candidate wave vectors [M, d] of the coupled groups: for each group (i_1, ..., i_q), one
+    frequency of each coordinate (every combination: first each coordinate's highest, then each
+    one's lowest, then mixed ones) with each
+    of the 2^(q-1) sign patterns (k and -k are the same real wave), at most ``max_per_group``. A
+    product of oscillations sin(a_1 x_1 + phi_1) ... sin(a_q x_q + phi_q) is exactly the sum of the
+    waves (a_1, +-a_2, ..., +-a_q) with suitable amplitudes."""
+    rows = []
+    for group in groups:
+        sizes = [len(frequencies[i]) for i in group]
+        highest = tuple(m - 1 for m in sizes)
+        choices = sorted(itertools.product(*(range(m) for m in sizes)),
+                         key=lambda c: (c != highest, len(set(c)), sum(c), c))
+        block = []
+        for choice in choices:
+            magnitudes = torch.tensor([frequencies[i][c] for i, c in zip(group, choice)], dtype=torch.float64)
+            for signs in itertools.product((1.0, -1.0), repeat=len(group) - 1):
+                k = torch.zeros(d, dtype=torch.float64)
+                k[list(group)] = magnitudes * torch.tensor((1.0, *signs), dtype=torch.float64)
+                block.append(k)
+        rows += block[:max_per_group]
+    return torch.stack(rows) if rows else torch.zeros(0, d, dtype=torch.float64)
+
+
+def prune_waves(r: torch.Tensor, x: torch.Tensor, C: torch.Tensor, noise_factor: float, max_waves: int,
+                floor: float = SELECT_FLOOR) -> torch.Tensor:
+    """Indices into the candidate waves C [M, d], strongest first: backward elimination from the
+    least-squares fit r ~ constant + wave_basis(x, C) c by all of them. The wave whose removal
+    costs the fit least goes, and the fit is redone without it, while that cost is below
+    ``noise_factor``^2 times the misfit variance (its amplitude not ``noise_factor`` standard
+    errors clear of zero) or leaves the misfit within ``floor`` of r's rms; then the weakest
+    until at most ``max_waves`` are left."""
+    n, M = x.shape[0], C.shape[0]
+    A = torch.cat([torch.ones(n, 1, dtype=x.dtype), wave_basis(x, C)], 1)
+    G, b = A.T @ A, A.T @ r
+    G.diagonal().add_(1e-12 * float(G.diagonal().max()) + 1e-300)
+    Ginv = torch.linalg.inv(G)
+    c = Ginv @ b
+    total = float(r @ r)
+    rss = max(total - float(b @ c), 0.0)
+    alive = torch.ones(M, dtype=torch.bool)
+    cost = torch.zeros(M, dtype=x.dtype)
+    while bool(alive.any()):
+        i = torch.arange(1, M + 1)
+        a, bb, h = Ginv.diagonal()[1:M + 1], Ginv.diagonal()[M + 1:], Ginv[i, i + M]
+        det = (a * bb - h ** 2).clamp_min(1e-300)
+        cc, cs = c[1:M + 1], c[M + 1:]
+        cost = (bb * cc ** 2 - 2 * h * cc * cs + a * cs ** 2) / det   # RSS increase if removed
+        cost = torch.where(alive, cost, torch.inf)
+        m = int(cost.argmin())
+        k = int(alive.sum())
+        sigma2 = (rss + float(cost[m])) / max(n - 2 * (k - 1) - 1, 1)
+        weak = float(cost[m]) <= noise_factor ** 2 * sigma2 or rss + float(cost[m]) <= floor ** 2 * total
+        if not weak and k <= max_waves:
+            break
+        J = [1 + m, 1 + M + m]
+        block = Ginv[J][:, J]
+        W = torch.linalg.solve(block, Ginv[J])
+        c = c - W.T @ c[J]
+        Ginv = Ginv - Ginv[:, J] @ W
+        rss += float(cost[m])
+        alive[m] = False
+    kept = alive.nonzero().flatten()
+    return kept[cost[kept].argsort(descending=True, stable=True)]
 
 
 def best_magnitudes(r: torch.Tensor, x: torch.Tensor, V: torch.Tensor, k_max: float,
@@ -220,30 +417,23 @@ def fit_amplitudes(r: torch.Tensor, x: torch.Tensor, K: torch.Tensor) -> torch.T
     return least_squares(wave_basis(x, K), r, 1e-8)
 
 
-def fit_waves(r: torch.Tensor, x: torch.Tensor, K: torch.Tensor, iterations: int = 50,
-              free: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_waves(r: torch.Tensor, x: torch.Tensor, K: torch.Tensor, iterations: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
     """Nonlinear least squares r ~ wave_basis(x, K) c over the wave vectors K [M, d] (starting
     from the given ones) and the amplitudes c (variable projection: c is the linear
     least-squares solution for each K), by L-BFGS. Every wave at once, so no wave's side lobes
-    bias another's peak. ``free`` [M, d] (bool): the components that move (default all; the
-    others keep their values). Returns (K, c) with c [M, 2] (cos, sin)."""
-    start = K.detach().clone()
-    P = start.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([P], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
+    bias another's peak. Returns (K, c) with c [M, 2] (cos, sin)."""
+    K = K.detach().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([K], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
                             tolerance_grad=0.0, tolerance_change=0.0)
-
-    def vectors():
-        return P if free is None else torch.where(free, P, start)
 
     def misfit():
         opt.zero_grad()
-        K = vectors()
         loss = (r - wave_basis(x, K) @ fit_amplitudes(r, x, K)).square().mean()
         loss.backward()
         return loss
 
     opt.step(misfit)
-    K = vectors().detach()
+    K = K.detach()
     c = fit_amplitudes(r, x, K)
     return K, torch.stack([c[:K.shape[0]], c[K.shape[0]:]], dim=1)
 
@@ -257,7 +447,6 @@ def wave_hessians(x: torch.Tensor, K: torch.Tensor, c: torch.Tensor) -> torch.Te
 
 
 N_REFINE = 16000  # points find_waves evaluates the function at (and refines the waves on)
-FIT_POINTS, FIT_ITERATIONS = 4000, 20  # plane_waves' in-plane joint fit
 
 
 def hessian_points(d: int) -> int:
@@ -325,27 +514,28 @@ def find_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi:
     return Waves(K[order], power[order], noise)
 
 
-def plane_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor,
-                generator: torch.Generator, known: torch.Tensor, max_waves: int, noise_factor: float = 6.0,
-                rel_threshold: float = 0.05, k_max: float = 200.0, n_points: int = N_REFINE,
-                n_hessian: int | None = None, turn: bool = True,
-                points: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> Waves:
-    """The waves of ``fn`` in coupled coordinate planes that :func:`find_waves` misses, beside
-    the ``known`` wave vectors [M, d]: candidates along (e_i +- e_j) / sqrt 2 in the planes
-    where fn's Hessians couple x_i and x_j (:func:`plane_directions`, Hessians of what the
-    known waves leave), each at its own best magnitude and at the other diagonal's (a product
-    sin(a x_i) cos(b x_j) is two waves of one length, (a, b) and (a, -b), and on a box that
-    holds one period the other terms can hide one diagonal's peak), kept where its amplitude in the joint
-    least-squares fit (with the known waves) stands ``noise_factor`` standard errors clear
-    (:func:`amplitude_snr`). With ``turn``, those kept are then turned within their planes: a joint nonlinear
-    least-squares fit (:func:`fit_waves`) of their two in-plane components only, so that a wave
-    (a, b) with a != b, off the diagonals, is met (a fit of all d components, tried, overfits at
-    d = 100: 177 waves of 100 components each on 8,000 points); the joint test is repeated on
-    the turned waves. At most ``max_waves``, strongest first.
+def coupled_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor,
+                  generator: torch.Generator, known: torch.Tensor, max_waves: int, noise_factor: float = 6.0,
+                  rel_threshold: float = 0.05, k_max: float = 200.0, n_points: int = N_REFINE,
+                  n_hessian: int | None = None,
+                  points: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> Waves:
+    """The waves of ``fn`` in coupled groups of coordinates that :func:`find_waves` misses, beside
+    the ``known`` wave vectors [M, d], at most ``max_waves``, strongest first:
+
+    1. the groups: the coordinates fn's Hessians (of what the known waves leave) couple
+       (:func:`coupled_groups`: pairs, and cliques such as all q coordinates of a product);
+    2. each group coordinate's frequencies, from fn on lines parallel to its axis
+       (:func:`line_frequencies`);
+    3. the candidates: per group, every sign pattern of its coordinates' frequencies
+       (:func:`group_waves`), and each grouped coordinate's axis waves (regressors for its
+       one-dimensional terms, not returned);
+    4. backward elimination from the joint least-squares fit by all candidates (:func:`prune_waves`).
 
     Why a second finder: with many waves in a box that holds few of their periods (2d waves of
-    |k| = pi sqrt 2 at d = 50) the Fourier peaks overlap, and each wave holds too little of fn
-    for its |F(k)| to clear the sampling noise alone; the joint fit still separates them."""
+    |k| = pi sqrt 2 at d = 50) the Fourier peaks overlap and Jennrich separates at most d
+    directions, and a product of oscillations in q coordinates is 2^(q-1) waves along directions
+    of q nonzero components (16 in 5D): neither a single |F(k)| peak nor the Hessians' rank-one
+    terms single them out, but each coordinate's frequencies do."""
     lo, hi = lo.double(), hi.double()
     d = lo.numel()
     none = Waves(torch.zeros(0, d, dtype=torch.float64), torch.zeros(0, dtype=torch.float64), 0.0)
@@ -353,39 +543,29 @@ def plane_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi
         return none
     points = points or (lambda n, g: box_points(lo, hi, n, g))
     x = points(n_points, generator)
-    with torch.no_grad():
-        r = fn(x).double()
-    r = r - r.mean()
-    xh = points(n_hessian or hessian_points(d), generator)
     K = known.double()
-    c = fit_amplitudes(r, x, K)
+    with torch.no_grad():
+        values = fn(x).double()
+    c = fit_amplitudes(values - values.mean(), x, K)
+
+    def rest_fn(y: torch.Tensor) -> torch.Tensor:  # fn without the known waves
+        return fn(y).double() - wave_basis(y, K) @ c
+
+    r = values - wave_basis(x, K) @ c
+    xh = points(n_hessian or hessian_points(d), generator)
     H = hessians(fn, xh, 1e-3 * float((hi - lo).max())) - wave_hessians(xh, K, c)
-    radius = math.pi / float((hi - lo).max())
-    rest = r - wave_basis(x, K) @ c
-    V = plane_directions(H, rel_threshold, max_planes=min(2 * d, max_waves))
-    if V.shape[0] == 0:  # no plane coupled: a sum of one-dimensional terms
+    groups = coupled_groups(H, rel_threshold, max_pairs=min(2 * d, max_waves))
+    if not groups:  # no pair coupled: a sum of one-dimensional terms
         return none
-    t = best_magnitudes(rest, x, V, k_max)
-    partner = t.view(-1, 2).flip(1).reshape(-1)  # the other diagonal's magnitude in the same plane
-    C = torch.cat([V * t[:, None], V * partner[:, None]])
-    C = C[merge(C, torch.cat([torch.ones_like(t), torch.zeros_like(t)]), radius).sort().values]
-    C = C[~near(C, K, radius)]
+    coords = sorted({i for g in groups for i in g})
+    frequencies = line_frequencies(rest_fn, lo, hi, coords, generator, k_max=k_max)
+    # the grouped coordinates' axis waves join as regressors, so that a one-dimensional term
+    # sin(a x_i) is not taken for coupled waves; only coupled waves are returned
+    C = group_waves([(i,) for i in coords] + groups, frequencies, d)
+    C = C[merge(C, torch.zeros(C.shape[0], dtype=C.dtype), 1e-9 * float(C.norm(dim=1).max())).sort().values]
+    C = C[~near(C, K, 1e-9 * float(C.norm(dim=1).max()))]
     if C.shape[0] == 0:
         return none
-
-    def strongest(C: torch.Tensor) -> torch.Tensor:
-        """C's rows whose joint amplitude (beside the known waves) is clear of the noise, at
-        most max_waves, strongest first."""
-        snr = amplitude_snr(r, x, torch.cat([K, C]))[K.shape[0]:]
-        order = snr.argsort(descending=True, stable=True)
-        return C[order[snr[order] > noise_factor][:max_waves]]
-
-    C = strongest(C)
-    if turn and C.shape[0]:
-        # Turn them within their planes: a joint fit of every kept wave's two in-plane components
-        # (the known waves held), so that waves off the diagonals, (a, b) with a != b, are met.
-        n_fit = min(n_points, FIT_POINTS)
-        fitted, c = fit_waves(rest[:n_fit], x[:n_fit], C, iterations=FIT_ITERATIONS, free=C != 0)
-        C = strongest(fitted[merge(fitted, c.norm(dim=1), radius).sort().values])  # two may meet on one wave
-    return Waves(C, fourier_power(r, x, C), float(r.norm()) / n_points)
-
+    C = C[prune_waves(r, x, C, noise_factor, max_waves + len(coords))]
+    C = C[((C != 0).sum(dim=1) >= 2).nonzero().flatten()[:max_waves]]
+    return Waves(C, fourier_power(r - r.mean(), x, C), float(r.norm()) / n_points)

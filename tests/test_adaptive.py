@@ -2,6 +2,7 @@
 the true wave vectors represent the function exactly, the network's forward Laplacian is exact,
 and an adaptive run is reproducible and survives a stop and resume."""
 
+import itertools
 import math
 from unittest.mock import patch
 from pathlib import Path
@@ -15,9 +16,9 @@ from mscalednn.derivatives import value_grad_laplacian
 from mscalednn.forward_laplacian import forward_laplacian
 from mscalednn.nn import AdaptiveMscaleDNN
 from mscalednn.train import Checkpointing, seed_everything
-from mscalednn.wavefinder import (amplitude_snr, best_magnitudes, box_points, distance, find_waves, fit_amplitudes,
-                                  fourier_power, hessians, plane_directions, wave_basis)
-from mscalednn.wavefinder import plane_waves as find_plane_waves
+from mscalednn.wavefinder import (amplitude_snr, best_magnitudes, box_points, coupled_groups, coupled_waves, distance,
+                                  find_waves, fit_amplitudes, fourier_power, hessians, least_squares, line_frequencies,
+                                  prune_waves, wave_basis)
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
@@ -80,58 +81,127 @@ def neighbour_waves(d, a=math.pi, b=math.pi, shift=1):
     return true
 
 
-def test_hessian_coupling_gives_the_coupled_coordinate_planes_only():
+def misfit(fn, K, d, seed=2):
+    """The rms share of fn (on fresh points of [0, 1]^d) that a least-squares fit by a constant and
+    the waves K leaves."""
+    x = box_points(torch.zeros(d), torch.ones(d), 20000, torch.Generator().manual_seed(seed))
+    r = fn(x)
+    A = torch.cat([torch.ones(x.shape[0], 1, dtype=F64), wave_basis(x, K)], dim=1)
+    return float((r - A @ least_squares(A, r, 1e-8)).norm() / (r - r.mean()).norm())
+
+
+def product(*factors):
+    """x -> prod_i factor_i(x_i), for one-dimensional functions (None: the coordinate is left out)."""
+    return lambda x: torch.stack([f(x[:, i]) for i, f in enumerate(factors) if f is not None]).prod(0)
+
+
+def sign_patterns(magnitudes, d, coords=None):
+    """The 2^(q-1) wave vectors (a_1, +-a_2, ..., +-a_q) in the coordinates ``coords`` (default the
+    first q) of R^d: the plane waves a product of q oscillations is made of."""
+    coords = list(range(len(magnitudes))) if coords is None else coords
+    rows = []
+    for signs in itertools.product((1.0, -1.0), repeat=len(magnitudes) - 1):
+        k = torch.zeros(d, dtype=F64)
+        k[coords] = torch.tensor(magnitudes, dtype=F64) * torch.tensor((1.0, *signs), dtype=F64)
+        rows.append(k)
+    return torch.stack(rows)
+
+
+def test_hessian_coupling_gives_the_coupled_groups_of_coordinates_only():
     d = 8
     xh = box_points(torch.zeros(d), torch.ones(d), 50, torch.Generator().manual_seed(3))
-    V = plane_directions(hessians(neighbour_products, xh, 1e-3), 0.05, 2 * d)
-    planes = sorted({tuple(v.nonzero().flatten().tolist()) for v in V})
-    assert planes == sorted([tuple(sorted((i, (i + 1) % d))) for i in range(d)])  # the 8 neighbours, no other
-    assert V.shape == (2 * d, d) and torch.allclose(V.norm(dim=1), torch.ones(2 * d, dtype=F64))
+    groups = coupled_groups(hessians(neighbour_products, xh, 1e-3), 0.05, 2 * d)
+    assert groups == sorted(tuple(sorted((i, (i + 1) % d))) for i in range(d))  # the 8 neighbours, no other
+    # a product of oscillations in x_1, x_4, x_6 couples those three (a clique), beside the pair (0, 2)
+    f = lambda x: (torch.sin(3 * x[:, 1]) * torch.sin(4 * x[:, 4]) * torch.cos(5 * x[:, 6])  # noqa: E731
+                   + torch.sin(2 * x[:, 0]) * torch.sin(2 * x[:, 2]) + torch.sin(x).sum(1))
+    assert coupled_groups(hessians(f, xh, 1e-3), 0.05, 2 * d) == [(1, 4, 6), (0, 2)]
+    assert coupled_groups(hessians(f, xh, 1e-3), 0.05, 2 * d, max_size=2) == [(0, 2), (1, 4), (1, 6), (4, 6)]
     one_dimensional = lambda x: (torch.sin(math.pi * x) + x ** 2).sum(1)  # noqa: E731
-    assert plane_directions(hessians(one_dimensional, xh, 1e-3), 0.05, 2 * d).shape == (0, d)
+    assert coupled_groups(hessians(one_dimensional, xh, 1e-3), 0.05, 2 * d) == []
     none = torch.zeros(0, d, dtype=F64)
-    assert len(find_plane_waves(one_dimensional, torch.zeros(d), torch.ones(d), torch.Generator().manual_seed(0),
-                                none, 64)) == 0
+    assert len(coupled_waves(one_dimensional, torch.zeros(d), torch.ones(d), torch.Generator().manual_seed(0),
+                             none, 64)) == 0
 
 
-def test_plane_waves_fit_more_low_waves_than_dimensions():
+def test_line_frequencies_give_each_coordinate_s_frequencies():
+    # cos(1.5 pi x_i) sin(pi x_{i+3}), cyclic in 6D: each coordinate oscillates at 1.5 pi and at pi,
+    # less than a period of either on the box; and a product of unequal fast factors
+    d = 6
+    lo, hi = torch.zeros(d), torch.ones(d)
+    f = lambda x: (torch.cos(1.5 * math.pi * x) * torch.sin(math.pi * x.roll(-3, dims=1))).sum(1)  # noqa: E731
+    found = line_frequencies(f, lo, hi, [0, 2, 5], torch.Generator().manual_seed(0))
+    for i in (0, 2, 5):
+        assert len(found[i]) == 2 and abs(found[i][0] - math.pi) < 0.005 * math.pi, found  # measured to 1e-6
+        assert abs(found[i][1] - 1.5 * math.pi) < 0.005 * math.pi, found
+    g = product(lambda t: torch.sin(3 * math.pi * t), lambda t: torch.cos(11 * math.pi * t + 0.4),
+                lambda t: torch.sin(20 * math.pi * t), None, None, None)
+    found = line_frequencies(g, lo, hi, [0, 1, 2], torch.Generator().manual_seed(1))
+    assert [len(found[i]) for i in range(3)] == [1, 1, 1]
+    assert all(abs(found[i][0] - a * math.pi) < 1e-3 * a * math.pi for i, a in enumerate((3, 11, 20))), found
+
+
+def test_pruning_keeps_the_waves_a_function_has_among_nearly_equal_candidates():
+    # on the unit box the waves pi (1.5, 1), pi (1, 1), pi (1.5, 1.5) hold about one period: their
+    # columns are nearly collinear, and a fit by all of them shares f among them
+    d = 2
+    x = box_points(torch.zeros(d), torch.ones(d), 8000, torch.Generator().manual_seed(0))
+    f = torch.cos(1.5 * math.pi * x[:, 0]) * torch.sin(math.pi * x[:, 1]) + 0.3
+    C = math.pi * torch.tensor([[1.0, 1.0], [1.0, -1.0], [1.5, 1.5], [1.5, -1.5], [1.5, 1.0], [1.5, -1.0],
+                                [1.0, 1.5], [1.0, -1.5]], dtype=F64)
+    kept = prune_waves(f, x, C, 6.0, 8)
+    assert sorted(kept.tolist()) == [4, 5]
+    assert prune_waves(f, x, C, 6.0, 1).numel() == 1  # at most max_waves
+
+
+def test_coupled_waves_fit_more_low_waves_than_dimensions():
     # 16 waves of |k| = pi sqrt 2 in 8D: the Fourier peaks overlap and Jennrich separates at most
-    # d directions; the coupled-plane candidates with the joint least-squares test find them all
+    # d directions; the coupled groups' candidates with the joint least-squares fit find them all
     d = 8
     lo, hi = torch.zeros(d), torch.ones(d)
     none = torch.zeros(0, d, dtype=F64)
-    waves = find_plane_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), none, 64, turn=False)
+    waves = coupled_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), none, 64)
     true = neighbour_waves(d)
-    assert (distance(true, waves.k).min(dim=1).values < 0.1 * math.pi * math.sqrt(2)).all()  # each within 10%
-    assert 2 * d <= len(waves) <= 4 * d  # at most two magnitudes on each of a plane's two diagonals
-    x = box_points(lo, hi, 20000, torch.Generator().manual_seed(2))
-    r = neighbour_products(x) - neighbour_products(x).mean()
-    misfit = (r - wave_basis(x, waves.k) @ fit_amplitudes(r, x, waves.k)).norm() / r.norm()
-    assert misfit < 0.05, misfit  # measured 0.004 on fresh points
-    again = find_plane_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), none, 64, turn=False)
+    assert len(waves) == 2 * d  # exactly the true ones
+    assert (distance(true, waves.k).min(dim=1).values < 1e-3 * math.pi).all()
+    assert misfit(neighbour_products, waves.k, d) < 1e-3  # measured 1e-8 on fresh points
+    again = coupled_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), none, 64)
     assert torch.equal(waves.k, again.k)
-    assert len(find_plane_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), none, 5, turn=False)) == 5
-    assert 1 <= len(find_plane_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), none, 5)) <= 5
+    assert len(coupled_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), none, 5)) == 5
 
 
-def test_plane_waves_turn_off_the_diagonals_within_their_planes():
-    # sum_i sin(2 pi x_i) sin(pi x_{i+2}): waves pi (2, +-1) in the planes (i, i+2), off the
-    # diagonals the candidates start on (there they were 46% off and left 50% of f unexplained)
+def test_coupled_waves_off_the_diagonals():
+    # sum_i sin(2 pi x_i) sin(pi x_{i+2}): waves pi (2, +-1) in the planes (i, i+2), 18 degrees off
+    # the diagonals (candidates on the diagonals were 46% off and left 50% of f unexplained)
     d = 8
     lo, hi = torch.zeros(d), torch.ones(d)
 
     def f(x):
         return (torch.sin(2 * math.pi * x) * torch.sin(math.pi * x.roll(-2, dims=1))).sum(1)
     true = neighbour_waves(d, 2 * math.pi, math.pi, shift=2)
-    none = torch.zeros(0, d, dtype=F64)
-    diagonal = find_plane_waves(f, lo, hi, torch.Generator().manual_seed(1), none, 64, turn=False)
-    assert distance(true, diagonal.k).min(dim=1).values.max() > 0.2 * float(true[0].norm())  # measured 46% off
-    waves = find_plane_waves(f, lo, hi, torch.Generator().manual_seed(1), none, 64)
-    assert (distance(true, waves.k).min(dim=1).values < 0.05 * true.norm(dim=1)).all()  # measured 1.0%
-    x = box_points(lo, hi, 20000, torch.Generator().manual_seed(2))
-    r = f(x) - f(x).mean()
-    misfit = (r - wave_basis(x, waves.k) @ fit_amplitudes(r, x, waves.k)).norm() / r.norm()
-    assert misfit < 0.05, misfit  # measured 0.010 on fresh points
+    waves = coupled_waves(f, lo, hi, torch.Generator().manual_seed(1), torch.zeros(0, d, dtype=F64), 64)
+    assert len(waves) == 2 * d
+    assert (distance(true, waves.k).min(dim=1).values < 1e-3 * true.norm(dim=1)).all()
+    assert misfit(f, waves.k, d) < 1e-3  # measured 1e-8
+
+
+@pytest.mark.parametrize("d, magnitudes", [(5, (5.0,) * 5), (4, (3.0, 4.0, 5.0, 2.0))])
+def test_coupled_waves_of_products_across_all_coordinates(d, magnitudes):
+    # prod_i sin(pi x_i) + 0.1 prod_i sin(a_i pi x_i): 2^(d-1) smooth and 2^(d-1) fast waves along
+    # directions with d nonzero components (poisson5d_product's, and one of unequal factors),
+    # more than d: Jennrich's directions and the plane diagonals cannot meet them
+    lo, hi = torch.zeros(d), torch.ones(d)
+    fast = product(*(lambda t, a=a: torch.sin(a * math.pi * t) for a in magnitudes))
+    f = lambda x: product(*(lambda t: torch.sin(math.pi * t) for _ in range(d)))(x) + 0.1 * fast(x)  # noqa: E731
+    waves = coupled_waves(f, lo, hi, torch.Generator().manual_seed(1), torch.zeros(0, d, dtype=F64), 256)
+    true = torch.cat([sign_patterns((math.pi,) * d, d), sign_patterns([a * math.pi for a in magnitudes], d)])
+    assert len(waves) == true.shape[0]
+    assert (distance(true, waves.k).min(dim=1).values < 1e-3 * true.norm(dim=1)).all()
+    assert misfit(f, waves.k, d) < 1e-3  # measured 1e-8
+    # the fast product of the first three coordinates alone: the group is those three, 4 waves
+    three = product(*(lambda t, a=a: torch.sin(a * math.pi * t) for a in magnitudes[:3]), None)
+    found = coupled_waves(three, lo, hi, torch.Generator().manual_seed(2), torch.zeros(0, d, dtype=F64), 256)
+    assert len(found) == 4 and misfit(three, found.k, d) < 1e-3
 
 
 def test_amplitude_snr_tells_present_waves_from_absent_ones():

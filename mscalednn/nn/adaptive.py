@@ -110,17 +110,13 @@ class AdaptiveMscaleDNN(MscaleDNN):
             poisson2d_multiscale a first estimate at 5% of a 10-minute budget found nothing,
             one at 5% of 2 minutes found the waves (benchmarks/RESULTS.md).
         max_new_waves: at most this many waves placed per adaptation.
-        turn_plane_waves: turn the source's coupled-plane waves within their planes before
-            they are placed (:func:`mscalednn.wavefinder.plane_waves`, ``turn``). Off by default:
-            measured better per step at d = 20 and 50, worse at d = 100 (benchmarks/RESULTS.md).
 
     Outside :func:`mscalednn.train.solve` it is an ordinary module: :meth:`place_waves` (or
     ``self.waves.place``) sets units by hand, e.g. at known wave vectors.
     """
 
     def __init__(self, in_dim: int, *args, wave_slots: int = 64,
-                 adapt_at: Sequence[float] = (0.0, 0.05, 0.2, 0.4), max_new_waves: int = 32,
-                 turn_plane_waves: bool = False, **kwargs):
+                 adapt_at: Sequence[float] = (0.0, 0.05, 0.2, 0.4), max_new_waves: int = 32, **kwargs):
         super().__init__(in_dim, *args, **kwargs)
         adapt_at = tuple(float(t) for t in adapt_at)
         if any(not 0.0 <= t < 1.0 for t in adapt_at) or list(adapt_at) != sorted(set(adapt_at)):
@@ -128,7 +124,7 @@ class AdaptiveMscaleDNN(MscaleDNN):
         if wave_slots < 1 or max_new_waves < 1:
             raise ConfigError("wave_slots", "expected wave_slots >= 1 and max_new_waves >= 1",
                               [wave_slots, max_new_waves])
-        self.adapt_at, self.max_new_waves, self.turn_plane_waves = adapt_at, max_new_waves, bool(turn_plane_waves)
+        self.adapt_at, self.max_new_waves = adapt_at, max_new_waves
         self.waves = PlaneWaves(in_dim, wave_slots)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
