@@ -185,9 +185,6 @@ def line_frequencies(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tenso
         apart = step / 4  # nearer frequencies are not told apart on the line
         grid = torch.arange(1, math.floor(k_max / step) + 1, dtype=torch.float64) * step
 
-        def fit_energy(ws: list[float]) -> float:
-            return float(line_fit_energy(v, s, torch.tensor(ws[-1:], dtype=torch.float64), ws[:-1])[0])
-
         def search(others: list[float]) -> tuple[float, float]:
             """The grid frequency (apart from ``others``) whose fit with them explains most, and that energy."""
             allowed = grid[torch.stack([(grid - w).abs() > apart for w in others]).all(0)] if others else grid
@@ -203,10 +200,10 @@ def line_frequencies(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tenso
             for _sweep in range(2 if len(trial) > 1 else 0):  # each searched again with the others held
                 for m in range(len(trial)):
                     w, energy = search(trial[:m] + trial[m + 1:])
-                    if energy > fit_energy(trial):
+                    if energy > set_energy(v, s, trial):
                         trial[m] = w
             trial = polish_frequencies(v, s, trial, apart)
-            energy = fit_energy(trial)
+            energy = set_energy(v, s, trial)
             gain, left = energy - explained, total - explained
             if found and not (gain > 1e-6 * first and (gain >= 0.5 * left or gain >= rel_gain * first)):
                 break
@@ -225,6 +222,13 @@ def line_fit_energy(v: torch.Tensor, s: torch.Tensor, omegas: torch.Tensor, othe
     B = torch.cat([B, torch.cos(phase)[..., None], torch.sin(phase)[..., None]], dim=2)   # [W, n, b]
     Q = torch.linalg.qr(B).Q                                                               # stable
     return torch.einsum("wnb,ln->wbl", Q, v).square().sum((1, 2))
+
+
+def set_energy(v: torch.Tensor, s: torch.Tensor, frequencies: list[float]) -> float:
+    """The energy of the lines' values v [lines, n] at s [n] explained by a fit with a constant and
+    all of ``frequencies`` (:func:`line_fit_energy` of the last beside the others)."""
+    last = torch.tensor(frequencies[-1:], dtype=torch.float64)
+    return float(line_fit_energy(v, s, last, frequencies[:-1])[0])
 
 
 def polish_frequencies(v: torch.Tensor, s: torch.Tensor, found: list[float], apart: float,
@@ -252,10 +256,8 @@ def polish_frequencies(v: torch.Tensor, s: torch.Tensor, found: list[float], apa
 
     opt.step(loss)
     polished = [float(t) for t in w.detach()]
-
     spread = all(abs(a - b) > apart for a, b in itertools.combinations(polished, 2))
-    energy = lambda ws: float(line_fit_energy(v, s, torch.tensor(ws[-1:], dtype=torch.float64), ws[:-1])[0])  # noqa: E731
-    if min(polished) > 0 and spread and energy(polished) >= energy(found):
+    if min(polished) > 0 and spread and set_energy(v, s, polished) >= set_energy(v, s, found):
         return polished
     return found
 
