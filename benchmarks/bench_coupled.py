@@ -89,8 +89,7 @@ def measure(family: str, d: int, seed: int) -> dict:
 
     lo, hi = torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64)
     start = time.perf_counter()
-    found = coupled_waves(source(u), lo, hi, torch.Generator().manual_seed(seed), torch.zeros(0, d, dtype=torch.float64),
-                          256)
+    found = coupled_waves(source(u), lo, hi, torch.Generator().manual_seed(seed), 256)
     seconds = time.perf_counter() - start
     K = found.k
     T = torch.tensor(true, dtype=torch.float64)

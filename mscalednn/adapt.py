@@ -236,12 +236,12 @@ def adapt(model: AdaptiveMscaleDNN, problem: PoissonProblem, batch: tuple, beta:
     snr = source_snr(problem, found.k, generator)
     radius = math.pi / float((hi - lo).max())
     if index == 0:  # the source's waves in coupled groups of coordinates, beside the residual's peaks
-        none = torch.zeros(0, problem.dim, dtype=torch.float64)
-        planes = coupled_waves(lambda x: problem.f(x).double(), lo, hi, generator, none,
-                               min(model.max_new_waves, model.waves.free), NOISE_FACTOR, points=problem.points)
-        extra = ~near(planes.k, found.k, radius)
-        found = Waves(torch.cat([found.k, planes.k[extra]]), torch.cat([found.power, planes.power[extra]]), found.noise)
-        snr = torch.cat([snr, source_snr(problem, planes.k[extra], generator, joint=True)])
+        coupled = coupled_waves(lambda x: problem.f(x).double(), lo, hi, generator,
+                                min(model.max_new_waves, model.waves.free), NOISE_FACTOR, points=problem.points)
+        extra = ~near(coupled.k, found.k, radius)
+        found = Waves(torch.cat([found.k, coupled.k[extra]]), torch.cat([found.power, coupled.power[extra]]),
+                      found.noise)
+        snr = torch.cat([snr, source_snr(problem, coupled.k[extra], generator, joint=True)])
     held = model.waves.k.detach().cpu().double()[model.waves.active.cpu()]
     new = found.k[(snr > NOISE_FACTOR) & ~near(found.k, held, radius)][:min(model.max_new_waves, model.waves.free)]
     slots: list[int] = []

@@ -151,7 +151,7 @@ def line_frequencies(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tenso
                      coords: list[int], generator: torch.Generator, lines: int = LINES, k_max: float = 200.0,
                      top: int = 2, rel_gain: float = 0.05) -> dict[int, list[float]]:
     """For each coordinate i in ``coords``, the frequencies |k_i| fn oscillates at along x_i, at
-    most ``top``, strongest first: fn on ``lines`` random lines parallel to the x_i axis across
+    most ``top``, in increasing order: fn on ``lines`` random lines parallel to the x_i axis across
     the box (2 k_max / pi + 1 points each), fitted by least squares with a constant and sinusoids
     [cos(w s), sin(w s)] of shared frequencies w and each line's own amplitudes. A frequency
     is added greedily (the w that explains most beside those found, on a grid four times finer
@@ -159,12 +159,9 @@ def line_frequencies(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tenso
     and kept where it adds at least ``rel_gain`` times what the first one explained, or half of
     what the others leave (above round-off: fn is evaluated exactly, so two frequencies a line
     cannot tell apart by eye, 2 pi and 1.86 pi, still fit it to 1e-15 together and 5e-4 apart).
-    Frequencies within one grid step of one found are not searched (on the line they are not told apart, and their nearly equal
-    columns would only fit noise).
-
-    Returned in increasing order: :func:`group_waves` pairs the high frequencies of a group's
-    coordinates first, then the low ones (a product of a smooth and a fast factor in every
-    coordinate).
+    Frequencies within a quarter grid step of one found are not searched (their columns would be
+    all but equal). :func:`group_waves` pairs the high frequencies of a group's coordinates
+    first, then the low ones (a product of a smooth and a fast factor in every coordinate).
 
     A plane wave sin(k.x + phi) on a line along x_i is sin(k_i s + const): every wave with the
     same |k_i| gives the same frequency, whatever its other components; so a product of
@@ -182,26 +179,28 @@ def line_frequencies(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tenso
         with torch.no_grad():
             v = fn(x.reshape(-1, d)).double().reshape(lines, n)
         step = math.pi / (4 * length)
-        apart = step / 4  # nearer frequencies are not told apart on the line
+        apart = step / 4  # nearer frequencies are not searched
         grid = torch.arange(1, math.floor(k_max / step) + 1, dtype=torch.float64) * step
 
         def search(others: list[float]) -> tuple[float, float]:
             """The grid frequency (apart from ``others``) whose fit with them explains most, and that energy."""
             allowed = grid[torch.stack([(grid - w).abs() > apart for w in others]).all(0)] if others else grid
-            energy = line_fit_energy(v, s, allowed, others)
+            W = torch.cat([torch.tensor(others, dtype=torch.float64).expand(allowed.numel(), -1), allowed[:, None]], 1)
+            energy = line_fit_energy(v, s, W)
             return float(allowed[int(energy.argmax())]), float(energy.max())
 
         found: list[float] = []
-        explained = float(v.mean(1).square().sum()) * n  # by the constants alone
+        explained = set_energy(v, s, [])  # by the constants alone
         total = float(v.square().sum())
         first = 0.0
         for _ in range(top):
             trial = found + [search(found)[0]]
+            current = set_energy(v, s, trial)
             for _sweep in range(2 if len(trial) > 1 else 0):  # each searched again with the others held
                 for m in range(len(trial)):
                     w, energy = search(trial[:m] + trial[m + 1:])
-                    if energy > set_energy(v, s, trial):
-                        trial[m] = w
+                    if energy > current:
+                        trial[m], current = w, energy
             trial = polish_frequencies(v, s, trial, apart)
             energy = set_energy(v, s, trial)
             gain, left = energy - explained, total - explained
@@ -212,23 +211,24 @@ def line_frequencies(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tenso
     return out
 
 
-def line_fit_energy(v: torch.Tensor, s: torch.Tensor, omegas: torch.Tensor, others: list[float]) -> torch.Tensor:
-    """For each w of ``omegas``: the energy of the lines' values v [lines, n] at s [n] explained by
-    a least-squares fit with a constant, cos / sin of the ``others`` and of w (each line its own
-    coefficients; the basis is shared), [len(omegas)]."""
-    base = [torch.ones_like(s)] + [f(w * s) for w in others for f in (torch.cos, torch.sin)]
-    B = torch.stack(base, 1).expand(omegas.numel(), -1, -1)
-    phase = omegas[:, None] * s[None, :]
-    B = torch.cat([B, torch.cos(phase)[..., None], torch.sin(phase)[..., None]], dim=2)   # [W, n, b]
-    Q = torch.linalg.qr(B).Q                                                               # stable
-    return torch.einsum("wnb,ln->wbl", Q, v).square().sum((1, 2))
+def line_basis(s: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """[1, cos(w s) for w in row, sin(w s) for w in row] at s [n] for each row of W [m, k] (k
+    frequencies; k may be 0): [m, n, 1 + 2k]."""
+    phase = W[:, None, :] * s[None, :, None]                                              # [m, n, k]
+    return torch.cat([torch.ones_like(phase[..., :1]), torch.cos(phase), torch.sin(phase)], dim=2)
+
+
+def line_fit_energy(v: torch.Tensor, s: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """For each row of W [m, k]: the energy of the lines' values v [lines, n] at s [n] explained by
+    a least-squares fit by :func:`line_basis` (each line its own coefficients; the basis is
+    shared), [m]. By a QR factorisation, so nearly equal frequencies do not inflate it."""
+    Q = torch.linalg.qr(line_basis(s, W)).Q
+    return torch.einsum("mnb,ln->mbl", Q, v).square().sum((1, 2))
 
 
 def set_energy(v: torch.Tensor, s: torch.Tensor, frequencies: list[float]) -> float:
-    """The energy of the lines' values v [lines, n] at s [n] explained by a fit with a constant and
-    all of ``frequencies`` (:func:`line_fit_energy` of the last beside the others)."""
-    last = torch.tensor(frequencies[-1:], dtype=torch.float64)
-    return float(line_fit_energy(v, s, last, frequencies[:-1])[0])
+    """:func:`line_fit_energy` of one set of frequencies."""
+    return float(line_fit_energy(v, s, torch.tensor([frequencies], dtype=torch.float64))[0])
 
 
 def polish_frequencies(v: torch.Tensor, s: torch.Tensor, found: list[float], apart: float,
@@ -237,18 +237,16 @@ def polish_frequencies(v: torch.Tensor, s: torch.Tensor, found: list[float], apa
     lines' values v [lines, n] that a fit with a constant and all of them explains: two low
     frequencies on a line that holds one or two periods are nearly collinear, and searching one at
     a time with the other held stops short of the joint optimum. Kept only where it explains more
-    (by :func:`line_fit_energy`) and leaves the frequencies positive and ``apart``."""
+    and leaves the frequencies positive and ``apart``."""
     w = torch.tensor(found, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
                             tolerance_grad=0.0, tolerance_change=0.0)
     scale = float(v.square().sum()) + 1e-300
 
-    def loss():
+    def loss():  # the normal equations: differentiable at a fraction of the cost of a QR's backward pass
         opt.zero_grad()
-        B = torch.cat([torch.ones_like(s)[:, None], torch.cos(w[None, :] * s[:, None]),
-                       torch.sin(w[None, :] * s[:, None])], dim=1)
-        BtB = B.T @ B
-        BtB = BtB + 1e-10 * s.numel() * torch.eye(B.shape[1], dtype=B.dtype)
+        B = line_basis(s, w[None])[0]
+        BtB = B.T @ B + 1e-10 * s.numel() * torch.eye(B.shape[1], dtype=B.dtype)
         Btv = B.T @ v.T
         value = -(Btv * torch.linalg.solve(BtB, Btv)).sum() / scale
         value.backward()
@@ -305,8 +303,8 @@ def prune_waves(r: torch.Tensor, x: torch.Tensor, C: torch.Tensor, noise_factor:
     rss = max(total - float(b @ c), 0.0)
     alive = torch.ones(M, dtype=torch.bool)
     cost = torch.zeros(M, dtype=x.dtype)
+    i = torch.arange(1, M + 1)
     while bool(alive.any()):
-        i = torch.arange(1, M + 1)
         a, bb, h = Ginv.diagonal()[1:M + 1], Ginv.diagonal()[M + 1:], Ginv[i, i + M]
         det = (a * bb - h ** 2).clamp_min(1e-300)
         cc, cs = c[1:M + 1], c[M + 1:]
@@ -517,15 +515,15 @@ def find_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi:
 
 
 def coupled_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor,
-                  generator: torch.Generator, known: torch.Tensor, max_waves: int, noise_factor: float = 6.0,
+                  generator: torch.Generator, max_waves: int, noise_factor: float = 6.0,
                   rel_threshold: float = 0.05, k_max: float = 200.0, n_points: int = N_REFINE,
                   n_hessian: int | None = None,
                   points: Callable[[int, torch.Generator], torch.Tensor] | None = None) -> Waves:
-    """The waves of ``fn`` in coupled groups of coordinates that :func:`find_waves` misses, beside
-    the ``known`` wave vectors [M, d], at most ``max_waves``, strongest first:
+    """The waves of ``fn`` in coupled groups of coordinates that :func:`find_waves` misses, at
+    most ``max_waves``, strongest first:
 
-    1. the groups: the coordinates fn's Hessians (of what the known waves leave) couple
-       (:func:`coupled_groups`: pairs, and cliques such as all q coordinates of a product);
+    1. the groups: the coordinates fn's Hessians couple (:func:`coupled_groups`: pairs, and
+       cliques such as all q coordinates of a product);
     2. each group coordinate's frequencies, from fn on lines parallel to its axis
        (:func:`line_frequencies`);
     3. the candidates: per group, every sign pattern of its coordinates' frequencies
@@ -545,29 +543,18 @@ def coupled_waves(fn: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, 
         return none
     points = points or (lambda n, g: box_points(lo, hi, n, g))
     x = points(n_points, generator)
-    K = known.double()
     with torch.no_grad():
-        values = fn(x).double()
-    c = fit_amplitudes(values - values.mean(), x, K)
-
-    def rest_fn(y: torch.Tensor) -> torch.Tensor:  # fn without the known waves
-        return fn(y).double() - wave_basis(y, K) @ c
-
-    r = values - wave_basis(x, K) @ c
+        r = fn(x).double()
     xh = points(n_hessian or hessian_points(d), generator)
-    H = hessians(fn, xh, 1e-3 * float((hi - lo).max())) - wave_hessians(xh, K, c)
-    groups = coupled_groups(H, rel_threshold, max_pairs=min(2 * d, max_waves))
+    groups = coupled_groups(hessians(fn, xh, 1e-3 * float((hi - lo).max())), rel_threshold,
+                            max_pairs=min(2 * d, max_waves))
     if not groups:  # no pair coupled: a sum of one-dimensional terms
         return none
     coords = sorted({i for g in groups for i in g})
-    frequencies = line_frequencies(rest_fn, lo, hi, coords, generator, k_max=k_max)
+    frequencies = line_frequencies(fn, lo, hi, coords, generator, k_max=k_max)
     # the grouped coordinates' axis waves join as regressors, so that a one-dimensional term
     # sin(a x_i) is not taken for coupled waves; only coupled waves are returned
     C = group_waves([(i,) for i in coords] + groups, frequencies, d)
-    C = C[merge(C, torch.zeros(C.shape[0], dtype=C.dtype), 1e-9 * float(C.norm(dim=1).max())).sort().values]
-    C = C[~near(C, K, 1e-9 * float(C.norm(dim=1).max()))]
-    if C.shape[0] == 0:
-        return none
     C = C[prune_waves(r, x, C, noise_factor, max_waves + len(coords))]
     C = C[((C != 0).sum(dim=1) >= 2).nonzero().flatten()[:max_waves]]
     return Waves(C, fourier_power(r - r.mean(), x, C), float(r.norm()) / n_points)

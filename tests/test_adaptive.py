@@ -119,9 +119,8 @@ def test_hessian_coupling_gives_the_coupled_groups_of_coordinates_only():
     assert coupled_groups(hessians(f, xh, 1e-3), 0.05, 2 * d, max_size=2) == [(0, 2), (1, 4), (1, 6), (4, 6)]
     one_dimensional = lambda x: (torch.sin(math.pi * x) + x ** 2).sum(1)  # noqa: E731
     assert coupled_groups(hessians(one_dimensional, xh, 1e-3), 0.05, 2 * d) == []
-    none = torch.zeros(0, d, dtype=F64)
     assert len(coupled_waves(one_dimensional, torch.zeros(d), torch.ones(d), torch.Generator().manual_seed(0),
-                             none, 64)) == 0
+                             64)) == 0
 
 
 def test_line_frequencies_give_each_coordinate_s_frequencies():
@@ -159,15 +158,14 @@ def test_coupled_waves_fit_more_low_waves_than_dimensions():
     # d directions; the coupled groups' candidates with the joint least-squares fit find them all
     d = 8
     lo, hi = torch.zeros(d), torch.ones(d)
-    none = torch.zeros(0, d, dtype=F64)
-    waves = coupled_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), none, 64)
+    waves = coupled_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), 64)
     true = neighbour_waves(d)
     assert len(waves) == 2 * d  # exactly the true ones
     assert (distance(true, waves.k).min(dim=1).values < 1e-3 * math.pi).all()
     assert misfit(neighbour_products, waves.k, d) < 1e-3  # measured 1e-8 on fresh points
-    again = coupled_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), none, 64)
+    again = coupled_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), 64)
     assert torch.equal(waves.k, again.k)
-    assert len(coupled_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), none, 5)) == 5
+    assert len(coupled_waves(neighbour_products, lo, hi, torch.Generator().manual_seed(1), 5)) == 5
 
 
 def test_coupled_waves_off_the_diagonals():
@@ -179,7 +177,7 @@ def test_coupled_waves_off_the_diagonals():
     def f(x):
         return (torch.sin(2 * math.pi * x) * torch.sin(math.pi * x.roll(-2, dims=1))).sum(1)
     true = neighbour_waves(d, 2 * math.pi, math.pi, shift=2)
-    waves = coupled_waves(f, lo, hi, torch.Generator().manual_seed(1), torch.zeros(0, d, dtype=F64), 64)
+    waves = coupled_waves(f, lo, hi, torch.Generator().manual_seed(1), 64)
     assert len(waves) == 2 * d
     assert (distance(true, waves.k).min(dim=1).values < 1e-3 * true.norm(dim=1)).all()
     assert misfit(f, waves.k, d) < 1e-3  # measured 1e-8
@@ -193,14 +191,14 @@ def test_coupled_waves_of_products_across_all_coordinates(d, magnitudes):
     lo, hi = torch.zeros(d), torch.ones(d)
     fast = product(*(lambda t, a=a: torch.sin(a * math.pi * t) for a in magnitudes))
     f = lambda x: product(*(lambda t: torch.sin(math.pi * t) for _ in range(d)))(x) + 0.1 * fast(x)  # noqa: E731
-    waves = coupled_waves(f, lo, hi, torch.Generator().manual_seed(1), torch.zeros(0, d, dtype=F64), 256)
+    waves = coupled_waves(f, lo, hi, torch.Generator().manual_seed(1), 256)
     true = torch.cat([sign_patterns((math.pi,) * d, d), sign_patterns([a * math.pi for a in magnitudes], d)])
     assert len(waves) == true.shape[0]
     assert (distance(true, waves.k).min(dim=1).values < 1e-3 * true.norm(dim=1)).all()
     assert misfit(f, waves.k, d) < 1e-3  # measured 1e-8
     # the fast product of the first three coordinates alone: the group is those three, 4 waves
     three = product(*(lambda t, a=a: torch.sin(a * math.pi * t) for a in magnitudes[:3]), None)
-    found = coupled_waves(three, lo, hi, torch.Generator().manual_seed(2), torch.zeros(0, d, dtype=F64), 256)
+    found = coupled_waves(three, lo, hi, torch.Generator().manual_seed(2), 256)
     assert len(found) == 4 and misfit(three, found.k, d) < 1e-3
 
 
